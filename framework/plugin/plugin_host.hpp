@@ -1,0 +1,72 @@
+// Finding, loading and choosing plugins: discovery on $LYRE_PLUGIN_PATH and the install dir,
+// loading through Boost.DLL, ABI version negotiation, backend choice by score.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lyre/abi.h"
+
+namespace lyre {
+
+// A loaded, accepted plugin library. Objects the plugin made hold a shared_ptr to it, so the
+// library outlives them (ABI rule 10).
+class LoadedPlugin {
+ public:
+  ~LoadedPlugin();  // calls api->shutdown (if any) once, then unloads
+  const std::string& path() const { return path_; }
+  const LyrePluginApi& api() const { return *api_; }
+  const std::string& name() const { return name_; }
+  // Runs api->initialize once (later calls do nothing). Throws PluginError naming the file.
+  void initialize(const std::string& options_json = "");
+
+  struct Impl;  // holds the boost::dll::shared_library
+ private:
+  friend class PluginRegistry;
+  LoadedPlugin() = default;
+  std::unique_ptr<Impl> impl_;
+  std::string path_, name_;
+  const LyrePluginApi* api_ = nullptr;
+  bool initialized_ = false;
+};
+
+// What discovery found in one file: `lyre plugins` prints one of these per line.
+struct PluginReport {
+  std::string path;
+  bool loaded = false;     // accepted: right ABI major, entry symbol present
+  std::string error;       // why not loaded, or why a backend cannot run here (score 0)
+  std::string name, version, description;
+  uint32_t abi_major = 0, abi_minor = 0;
+  uint32_t slots = 0;      // LyreSlot bits
+  bool is_backend = false;
+  int32_t score = 0;       // backends only
+  std::string score_reason;
+};
+
+class PluginRegistry {
+ public:
+  // $LYRE_PLUGIN_PATH (':'-separated) first, then <exe dir>/../lib/lyre/plugins, then
+  // <prefix>/lib/lyre/plugins.
+  static std::vector<std::string> default_search_dirs();
+
+  // Loads every liblyre-*.so in `dirs` (first found wins per file name). Files that fail are
+  // reported (and logged as one warning line naming the file and the reason); the rest load.
+  static PluginRegistry discover(const std::vector<std::string>& dirs = default_search_dirs());
+
+  const std::vector<PluginReport>& reports() const { return reports_; }
+
+  // The backend with this plugin name ("backend-cpu", or the short "cpu"), or the highest
+  // score > 0 when name is "" or "auto". Initialized before it is returned. Throws
+  // std::runtime_error listing what was found when none fits.
+  std::shared_ptr<LoadedPlugin> backend(const std::string& name = "auto");
+  // The plugin whose objective table has this name ("sft"). Initialized. Throws when missing.
+  std::shared_ptr<LoadedPlugin> objective(const std::string& name);
+
+ private:
+  std::vector<PluginReport> reports_;
+  std::vector<std::shared_ptr<LoadedPlugin>> plugins_;
+};
+
+}  // namespace lyre
