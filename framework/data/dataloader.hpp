@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -30,6 +31,8 @@ struct DataloaderOptions {
 // batches, and no sample goes to two ranks in one epoch. Without drop_last the last global batch
 // is spread the same way and rows without a sample are all padding (num_samples says how many
 // rows are real).
+// The shuffled order is the same with every compiler and standard library: a Fisher-Yates
+// shuffle over std::mt19937_64 seeded with a mix of seed and epoch (dataloader.cpp).
 class Dataloader {
  public:
   Dataloader(std::shared_ptr<const Dataset> dataset, DataloaderOptions options);
@@ -45,6 +48,9 @@ class Dataloader {
 
   // Iteration: start_epoch(e) then next() until it returns nullopt.
   void start_epoch(int64_t epoch);
+  // Resumes iteration at batch `position` of `epoch` (what epoch() and position() said when a
+  // checkpoint was taken) without building the batches before it.
+  void seek(int64_t epoch, int64_t position);
   std::optional<Batch> next();
   int64_t epoch() const { return epoch_; }
   int64_t position() const { return next_index_; }
@@ -53,8 +59,19 @@ class Dataloader {
   const DataloaderOptions& options() const { return options_; }
 
  private:
+  // The sample order of one epoch, kept for the latest epoch asked for: batch() would otherwise
+  // redo an O(dataset) permutation per batch. Shared by copies (the order depends only on the
+  // options they share); the mutex makes const calls from several threads safe.
+  struct OrderCache {
+    std::mutex mutex;
+    int64_t epoch = -1;
+    std::shared_ptr<const std::vector<int64_t>> order;
+  };
+  std::shared_ptr<const std::vector<int64_t>> order(int64_t epoch) const;
+
   std::shared_ptr<const Dataset> dataset_;
   DataloaderOptions options_;
+  std::shared_ptr<OrderCache> cache_ = std::make_shared<OrderCache>();
   int64_t epoch_ = 0;
   int64_t next_index_ = 0;
 };

@@ -29,7 +29,8 @@ class Dataset {
   // Reads `path` (JSONL). Each line is an object with "text" or with "prompt" and "completion"
   // (strings; other keys are ignored). Errors name the file and line: malformed JSON, missing
   // field, wrong type; an empty file is an error. Samples longer than max_seq_len + 1 ids are
-  // truncated (counted in stats()).
+  // truncated (counted in stats()); max_seq_len <= 0 keeps every sample whole. Errors are
+  // std::runtime_error.
   static Dataset from_jsonl(const std::string& path, const ByteTokenizer& tokenizer,
                             int64_t max_seq_len);
 

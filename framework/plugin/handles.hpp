@@ -34,7 +34,10 @@ struct GenerateOptions {
 // DLTensor views of a Batch's five fields, valid while the Batch lives.
 class BatchView {
  public:
+  // Throws std::invalid_argument when a field does not hold batch_size * seq_len values.
   explicit BatchView(const Batch& batch);
+  BatchView(const BatchView&) = delete;  // batch_ points into this object
+  BatchView& operator=(const BatchView&) = delete;
   const LyreBatch* get() const { return &batch_; }
  private:
   int64_t shape_[2];

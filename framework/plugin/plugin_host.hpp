@@ -19,8 +19,11 @@ class LoadedPlugin {
   const std::string& path() const { return path_; }
   const LyrePluginApi& api() const { return *api_; }
   const std::string& name() const { return name_; }
-  // Runs api->initialize once (later calls do nothing). Throws PluginError naming the file.
+  // Runs api->initialize once (later calls do nothing). Throws PluginError naming the file; a
+  // failure is remembered, and later calls throw it again without calling the plugin.
   void initialize(const std::string& options_json = "");
+  bool initialized() const { return initialized_; }
+  bool initialize_failed() const { return !init_error_.empty(); }
 
   struct Impl;  // holds the boost::dll::shared_library
  private:
@@ -30,6 +33,8 @@ class LoadedPlugin {
   std::string path_, name_;
   const LyrePluginApi* api_ = nullptr;
   bool initialized_ = false;
+  int32_t init_error_code_ = 0;
+  std::string init_error_;  // what() of the PluginError initialize threw; empty = none
 };
 
 // What discovery found in one file: `lyre plugins` prints one of these per line.
@@ -56,17 +61,23 @@ class PluginRegistry {
   static PluginRegistry discover(const std::vector<std::string>& dirs = default_search_dirs());
 
   const std::vector<PluginReport>& reports() const { return reports_; }
+  const std::vector<std::string>& search_dirs() const { return dirs_; }
 
   // The backend with this plugin name ("backend-cpu", or the short "cpu"), or the highest
   // score > 0 when name is "" or "auto". Initialized before it is returned. Throws
-  // std::runtime_error listing what was found when none fits.
+  // std::runtime_error listing what was found when none fits, PluginError when the named one
+  // fails to initialize. "auto" passes over a backend whose initialize fails (one warning line)
+  // to the next score.
   std::shared_ptr<LoadedPlugin> backend(const std::string& name = "auto");
-  // The plugin whose objective table has this name ("sft"). Initialized. Throws when missing.
+  // The plugin whose objective table has this name ("sft"), else the plugin of this name
+  // ("objective-sft"). Initialized. Throws std::runtime_error listing the objectives found when
+  // missing, PluginError when it fails to initialize.
   std::shared_ptr<LoadedPlugin> objective(const std::string& name);
 
  private:
+  std::vector<std::string> dirs_;
   std::vector<PluginReport> reports_;
-  std::vector<std::shared_ptr<LoadedPlugin>> plugins_;
+  std::vector<std::shared_ptr<LoadedPlugin>> plugins_;  // accepted ones, in discovery order
 };
 
 }  // namespace lyre

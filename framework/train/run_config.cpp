@@ -1,0 +1,276 @@
+#include "train/run_config.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "data/dataloader.hpp"
+#include "plugin/error.hpp"
+#include "plugin/plugin_host.hpp"
+#include "train/exact_match.hpp"
+#include "train/init_weights.hpp"
+#include "util/config_reader.hpp"
+
+namespace lyre {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string resolve(const std::string& base_dir, const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute()) return path;
+  return (fs::path(base_dir) / path).lexically_normal().string();
+}
+
+DataloaderConfig read_dataloader(ConfigReader r, const std::string& base_dir) {
+  DataloaderConfig d;
+  auto path = r.get_optional_string("path");
+  if (!path) r.fail("path", "is required (a JSONL file)");
+  d.path = resolve(base_dir, *path);
+  d.per_device_batch_size = r.get_int("per_device_batch_size", d.per_device_batch_size, 1);
+  auto seq_len = r.get_optional_int("seq_len", 2);
+  if (!seq_len) r.fail("seq_len", "is required (the row length in tokens)");
+  d.seq_len = *seq_len;
+  d.shuffle = r.get_bool("shuffle", d.shuffle);
+  d.drop_last = r.get_bool("drop_last", d.drop_last);
+  r.finish();
+  return d;
+}
+
+void refuse_until_implemented(ConfigReader& r, const char* key, const char* issue) {
+  if (r.has(key)) {
+    r.fail(key, std::string("is not supported yet: it arrives with ") + issue + "; remove the key");
+  }
+  r.get_json(key);  // an explicit null is fine
+}
+
+}  // namespace
+
+RunConfig parse_run_config(const nlohmann::json& config, const std::string& source) {
+  RunConfig run;
+  run.source = source;
+  const std::string base_dir = fs::path(source).parent_path().string();
+  ConfigReader r(config, source);
+
+  run.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
+  run.backend = r.get_string("backend", run.backend);
+  r.section("backend_options");  // checks it is an object; the backend checks its keys
+  run.backend_options = r.get_json("backend_options");
+  if (run.backend_options.is_null()) run.backend_options = nlohmann::json::object();
+
+  {
+    ConfigReader m = r.section("model");
+    nlohmann::json hf = m.get_json("config");
+    if (hf.is_string()) {
+      run.model_config_source = resolve(base_dir, hf.get<std::string>());
+      std::ifstream in(run.model_config_source);
+      if (!in) m.fail("config", "names " + run.model_config_source + ", which cannot be opened");
+      std::stringstream text;
+      text << in.rdbuf();
+      run.model_config_text = text.str();
+    } else if (hf.is_object()) {
+      run.model_config_source = source + " (model.config)";
+      run.model_config_text = hf.dump();
+    } else {
+      m.fail("config", "is required: a Hugging Face config.json path, or the object itself");
+    }
+    ConfigReader init = m.section("init");
+    run.init_seed = static_cast<uint64_t>(init.get_int("seed", static_cast<int64_t>(run.seed), 0));
+    nlohmann::json parsed = nlohmann::json::parse(run.model_config_text, nullptr, false);
+    double fallback_std = 0.02;
+    if (parsed.is_object() && parsed.contains("initializer_range") && parsed["initializer_range"].is_number()) {
+      fallback_std = parsed["initializer_range"].get<double>();
+    }
+    run.init_std = init.get_number("std", fallback_std);
+    init.finish();
+    m.finish();
+  }
+
+  {
+    ConfigReader o = r.section("objective");
+    run.objective_name = o.get_string("name", run.objective_name);
+    nlohmann::json rest = r.get_json("objective");
+    run.objective_options = rest.is_object() ? rest : nlohmann::json::object();
+    run.objective_options.erase("name");  // the rest belongs to the plugin, which checks it
+  }
+
+  {
+    ConfigReader o = r.section("optimizer");
+    TrainerOptions& t = run.trainer;
+    t.schedule.learning_rate = o.get_number("learning_rate", 1e-4);
+    if (t.schedule.learning_rate <= 0) o.fail("learning_rate", "must be positive");
+    t.max_grad_norm = o.get_number("max_grad_norm", 1.0);
+    if (t.max_grad_norm < 0) o.fail("max_grad_norm", "must be >= 0 (0 turns clipping off)");
+    ConfigReader s = o.section("lr_schedule");
+    try {
+      t.schedule.type = parse_schedule_type(s.get_string("type", "constant"));
+    } catch (const std::invalid_argument& e) {
+      s.fail("type", e.what());
+    }
+    t.schedule.warmup_steps = s.get_int("warmup_steps", 0, 0);
+    t.schedule.min_lr_ratio = s.get_number("min_lr_ratio", 0.0);
+    if (t.schedule.min_lr_ratio < 0 || t.schedule.min_lr_ratio > 1) s.fail("min_lr_ratio", "must be in [0, 1]");
+    s.finish();
+    nlohmann::json rest = r.get_json("optimizer");
+    run.optimizer_options = rest.is_object() ? rest : nlohmann::json::object();
+    for (const char* host_key : {"learning_rate", "max_grad_norm", "lr_schedule"}) run.optimizer_options.erase(host_key);
+    if (!run.optimizer_options.contains("type")) run.optimizer_options["type"] = "adamw";
+  }
+
+  if (!r.has("train_dataloader")) r.fail("train_dataloader", "is required");
+  run.train = read_dataloader(r.section("train_dataloader"), base_dir);
+  if (r.has("eval_dataloader")) {
+    run.eval = read_dataloader(r.section("eval_dataloader"), base_dir);
+    run.eval->shuffle = false;
+    run.eval->drop_last = false;
+  } else {
+    r.get_json("eval_dataloader");
+  }
+  if (r.has("exact_match")) {
+    ConfigReader e = r.section("exact_match");
+    ExactMatchConfig x;
+    auto path = e.get_optional_string("path");
+    if (!path) e.fail("path", "is required (prompt/completion JSONL)");
+    x.path = resolve(base_dir, *path);
+    x.max_samples = e.get_int("max_samples", x.max_samples, 1);
+    x.max_new_tokens = static_cast<int32_t>(e.get_int("max_new_tokens", x.max_new_tokens, 1));
+    x.batch_size = e.get_int("batch_size", x.batch_size, 1);
+    x.at_start = e.get_bool("at_start", x.at_start);
+    e.finish();
+    run.exact_match = x;
+  } else {
+    r.get_json("exact_match");
+  }
+
+  TrainerOptions& t = run.trainer;
+  t.steps = r.get_optional_int("steps", 1);
+  t.epochs = r.get_optional_int("epochs", 1);
+  t.log_steps_interval = r.get_int("log_steps_interval", t.log_steps_interval, 1);
+  t.eval_steps_interval = r.get_optional_int("eval_steps_interval", 1);
+  t.eval_epochs_interval = r.get_optional_int("eval_epochs_interval", 1);
+  t.max_eval_samples = r.get_optional_int("max_eval_samples", 1);
+  t.gradient_accumulation_steps = r.get_int("gradient_accumulation_steps", 1, 1);
+
+  refuse_until_implemented(r, "tensorboard_dir", "the run-artifacts issue (#4)");
+  refuse_until_implemented(r, "profiler", "the run-artifacts issue (#4)");
+  refuse_until_implemented(r, "checkpointer", "the run-artifacts issue (#4)");
+  r.finish();
+  return run;
+}
+
+namespace {
+
+std::shared_ptr<Dataloader> make_loader(const DataloaderConfig& d, const ByteTokenizer& tokenizer, uint64_t seed) {
+  auto dataset = std::make_shared<Dataset>(Dataset::from_jsonl(d.path, tokenizer, d.seq_len));
+  if (dataset->stats().truncated > 0) {
+    spdlog::warn("{}: {} of {} records are longer than seq_len {} and were truncated", d.path,
+                 dataset->stats().truncated, dataset->stats().records, d.seq_len);
+  }
+  DataloaderOptions o;
+  o.per_device_batch_size = d.per_device_batch_size;
+  o.seq_len = d.seq_len;
+  o.shuffle = d.shuffle;
+  o.drop_last = d.drop_last;
+  o.seed = seed;
+  o.rank = host_api()->rank;
+  o.world_size = host_api()->world_size;
+  o.pad_id = tokenizer.pad_id();
+  return std::make_shared<Dataloader>(dataset, o);
+}
+
+void report_exact_match(const char* when, const ExactMatchResult& r) {
+  spdlog::info("exact match {}: {}/{} = {:.1f}%", when, r.correct, r.samples, 100.0 * r.accuracy());
+  for (const auto& ex : r.examples) {
+    spdlog::info("  prompt \"{}\" expected \"{}\" got \"{}\"", ex[0], ex[1], ex[2]);
+  }
+}
+
+}  // namespace
+
+RunSummary run_training(const RunConfig& config, const std::vector<std::string>& plugin_dirs) {
+  const auto start = std::chrono::steady_clock::now();
+  RunSummary summary;
+  PluginRegistry registry =
+      plugin_dirs.empty() ? PluginRegistry::discover() : PluginRegistry::discover(plugin_dirs);
+  std::shared_ptr<LoadedPlugin> backend = registry.backend(config.backend);
+  std::shared_ptr<LoadedPlugin> objective_plugin = registry.objective(config.objective_name);
+
+  nlohmann::json hf = nlohmann::json::parse(config.model_config_text, nullptr, false);
+  if (hf.is_discarded()) throw ConfigError(config.model_config_source + ": invalid JSON");
+  ByteTokenizer tokenizer;
+  if (hf.contains("vocab_size") && hf["vocab_size"].is_number_integer() &&
+      hf["vocab_size"].get<int64_t>() < tokenizer.vocab_size()) {
+    throw ConfigError(config.model_config_source + ": vocab_size " + std::to_string(hf["vocab_size"].get<int64_t>()) +
+                      " is smaller than the byte tokenizer's " + std::to_string(tokenizer.vocab_size()));
+  }
+
+  Model model(backend, config.model_config_text, config.backend_options.dump());
+  init_weights(model, config.init_seed, config.init_std);
+  Optimizer optimizer(model, config.optimizer_options.dump());
+  Objective objective(objective_plugin, config.objective_options.dump());
+
+  std::shared_ptr<Dataloader> train = make_loader(config.train, tokenizer, config.seed);
+  std::shared_ptr<Dataloader> eval = config.eval ? make_loader(*config.eval, tokenizer, config.seed) : nullptr;
+
+  LyreBackend_DeviceInfo_Args info{};
+  info.struct_size = sizeof info;
+  check(backend->api().backend->device_info(&info), backend->name() + ": device_info");
+  const LyreModel_Stats_Args stats = model.stats(config.train.seq_len);
+  spdlog::info("backend {} ({}) | model {:.2f}M parameters ({:.2f}M trainable) | {:.1f} MFLOP/token | train {} samples{}",
+               backend->name(), info.name ? info.name : "", stats.num_parameters_total / 1e6,
+               stats.num_parameters_trainable / 1e6, stats.train_flops_per_token / 1e6, train->dataset().size(),
+               eval ? fmt::format(" | eval {} samples", eval->dataset().size()) : std::string());
+
+  std::shared_ptr<Dataset> exact_data;
+  ExactMatchResult before;
+  if (config.exact_match) {
+    exact_data = std::make_shared<Dataset>(Dataset::from_jsonl(config.exact_match->path, tokenizer, 1 << 20));
+    if (config.exact_match->at_start) {
+      before = exact_match(model, *exact_data, tokenizer, config.exact_match->max_samples,
+                           config.exact_match->max_new_tokens, config.exact_match->batch_size);
+      report_exact_match("before training", before);
+      summary.exact_match_before = before.accuracy();
+    }
+  }
+
+  BackendProbe probe;
+  const LyrePluginApi* api = &backend->api();
+  probe.peak_flops = [api]() {
+    LyreBackend_DeviceInfo_Args a{};
+    a.struct_size = sizeof a;
+    check(api->backend->device_info(&a), "device_info");
+    return a.peak_flops;
+  };
+  probe.memory_used_bytes = [api]() {
+    LyreBackend_DeviceInfo_Args a{};
+    a.struct_size = sizeof a;
+    check(api->backend->device_info(&a), "device_info");
+    return a.memory_used_bytes;
+  };
+  Trainer trainer(model, optimizer, objective, *train, eval.get(), config.trainer, probe);
+  summary.train = trainer.train();
+  const TrainResult& result = summary.train;
+
+  if (config.exact_match) {
+    ExactMatchResult after = exact_match(model, *exact_data, tokenizer, config.exact_match->max_samples,
+                                         config.exact_match->max_new_tokens, config.exact_match->batch_size);
+    report_exact_match("after training", after);
+    summary.exact_match_after = after.accuracy();
+    if (config.exact_match->at_start) {
+      spdlog::info("held-out exact-match accuracy: {:.1f}% before training -> {:.1f}% after", 100.0 * before.accuracy(),
+                   100.0 * after.accuracy());
+    }
+  }
+  LyreBackend_DeviceInfo_Args end_info{};
+  end_info.struct_size = sizeof end_info;
+  check(backend->api().backend->device_info(&end_info), backend->name() + ": device_info");
+  spdlog::info("done: {} steps in {:.1f}s, final loss {:.4f}, peak backend memory {:.1f}MiB", result.steps.size(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+               result.steps.empty() ? 0.0 : result.steps.back().loss, end_info.memory_peak_bytes / (1024.0 * 1024.0));
+  return summary;
+}
+
+}  // namespace lyre

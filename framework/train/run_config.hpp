@@ -1,0 +1,64 @@
+// The JSON configuration of `lyre train`: it mirrors the Trainer's parameters, plus what the
+// Trainer is handed ready-made in Kithara (model, optimizer, data loaders, objective).
+// Every key is documented in README.md ("Config reference"). Unknown keys are errors.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "train/trainer.hpp"
+
+namespace lyre {
+
+struct DataloaderConfig {
+  std::string path;  // JSONL, resolved against the config file's folder
+  int64_t per_device_batch_size = 8;
+  int64_t seq_len = 0;
+  bool shuffle = true;
+  bool drop_last = true;
+};
+
+struct ExactMatchConfig {
+  std::string path;
+  int64_t max_samples = 200;
+  int32_t max_new_tokens = 32;
+  int64_t batch_size = 64;
+  bool at_start = true;  // also measure before training, to show the change
+};
+
+struct RunConfig {
+  std::string source;  // the config file, for messages
+  std::string backend = "auto";
+  nlohmann::json backend_options = nlohmann::json::object();
+  std::string model_config_text;   // the HF config.json text
+  std::string model_config_source;  // where it came from
+  uint64_t init_seed = 0;
+  double init_std = 0.02;
+  std::string objective_name = "sft";
+  nlohmann::json objective_options = nlohmann::json::object();
+  nlohmann::json optimizer_options = nlohmann::json::object();  // passed to the backend
+  DataloaderConfig train;
+  std::optional<DataloaderConfig> eval;
+  std::optional<ExactMatchConfig> exact_match;
+  TrainerOptions trainer;
+  uint64_t seed = 0;
+};
+
+// Reads and checks a config: `config` is the parsed file (after --set overrides), `source` its
+// path (relative paths inside are resolved against its folder). Throws ConfigError.
+RunConfig parse_run_config(const nlohmann::json& config, const std::string& source);
+
+struct RunSummary {
+  TrainResult train;
+  std::optional<double> exact_match_before, exact_match_after;  // accuracy in [0, 1]
+};
+
+// Loads the plugins (from `plugin_dirs`, default discovery when empty), builds everything and
+// trains, logging as it goes.
+RunSummary run_training(const RunConfig& config, const std::vector<std::string>& plugin_dirs = {});
+
+}  // namespace lyre

@@ -1,0 +1,248 @@
+#include "train/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "plugin/error.hpp"
+#include "util/config_reader.hpp"
+
+namespace lyre {
+namespace {
+
+double all_ranks_sum(double value) {
+  // The host's reduction works on float32; the normaliser is a count, exact in float up to 2^24
+  // per rank, and summed here in double after the exchange.
+  float v = static_cast<float>(value);
+  check(host_api()->all_reduce_f32(&v, 1, LYRE_REDUCE_SUM), "host: all_reduce");
+  return host_api()->world_size == 1 ? value : static_cast<double>(v);
+}
+
+uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * 4096ull;
+}
+
+std::string mib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fMiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+Trainer::Trainer(Model& model, Optimizer& optimizer, Objective& objective,
+                 Dataloader& train_dataloader, Dataloader* eval_dataloader, TrainerOptions options,
+                 BackendProbe probe)
+    : model_(model),
+      optimizer_(optimizer),
+      objective_(objective),
+      train_(train_dataloader),
+      eval_(eval_dataloader),
+      options_(std::move(options)),
+      probe_(std::move(probe)) {
+  if (options_.steps && options_.epochs) {
+    throw ConfigError("steps and epochs are both set (" + std::to_string(*options_.steps) + " and " +
+                      std::to_string(*options_.epochs) + "): set one of them, or neither for 1 epoch");
+  }
+  if (options_.eval_steps_interval && options_.eval_epochs_interval) {
+    throw ConfigError("eval_steps_interval and eval_epochs_interval are both set: set only one");
+  }
+  if (eval_ == nullptr && (options_.eval_steps_interval || options_.eval_epochs_interval)) {
+    throw ConfigError(std::string(options_.eval_steps_interval ? "eval_steps_interval" : "eval_epochs_interval") +
+                      " is set but there is no eval_dataloader");
+  }
+  if (eval_ != nullptr && !options_.eval_steps_interval && !options_.eval_epochs_interval) {
+    options_.eval_epochs_interval = 1;  // the seed: evaluate every epoch by default
+  }
+  auto positive = [](const std::optional<int64_t>& v, const char* name) {
+    if (v && *v < 1) throw ConfigError(std::string(name) + " must be at least 1, got " + std::to_string(*v));
+  };
+  positive(options_.steps, "steps");
+  positive(options_.epochs, "epochs");
+  positive(options_.eval_steps_interval, "eval_steps_interval");
+  positive(options_.eval_epochs_interval, "eval_epochs_interval");
+  positive(options_.max_eval_samples, "max_eval_samples");
+  positive(options_.log_steps_interval, "log_steps_interval");
+  positive(options_.gradient_accumulation_steps, "gradient_accumulation_steps");
+  if (objective_.needs_paired_rows()) {
+    throw ConfigError("the objective needs paired rows, which this data loader cannot make yet");
+  }
+
+  const int64_t micro_per_epoch = train_.batches_per_epoch();
+  steps_per_epoch_ = micro_per_epoch / options_.gradient_accumulation_steps;
+  if (steps_per_epoch_ == 0) {
+    throw ConfigError("the training data is too small for one optimizer step: " +
+                      std::to_string(train_.dataset().size()) + " samples give " +
+                      std::to_string(micro_per_epoch) + " batches of " +
+                      std::to_string(train_.options().per_device_batch_size) + " per epoch, and a step takes " +
+                      std::to_string(options_.gradient_accumulation_steps) + " (gradient_accumulation_steps)");
+  }
+  if (micro_per_epoch % options_.gradient_accumulation_steps != 0) {
+    spdlog::warn("{} micro-batches per epoch is not a multiple of gradient_accumulation_steps {}: the last {} of each epoch are skipped",
+                 micro_per_epoch, options_.gradient_accumulation_steps, micro_per_epoch % options_.gradient_accumulation_steps);
+  }
+  if (options_.steps) total_steps_ = *options_.steps;
+  else total_steps_ = options_.epochs.value_or(1) * steps_per_epoch_;
+
+  schedule_ = LrSchedule(options_.schedule, total_steps_);
+  flops_per_token_ = model_.stats(train_.options().seq_len).train_flops_per_token;
+}
+
+StepRecord Trainer::run_step(int64_t step) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t accum = options_.gradient_accumulation_steps;
+  const int64_t epoch = step / steps_per_epoch_;
+  const int64_t first_micro = (step % steps_per_epoch_) * accum;
+
+  // The normaliser counts the whole step's loss tokens before any compute (DESIGN.md).
+  std::vector<Batch> micro;
+  micro.reserve(static_cast<size_t>(accum));
+  double normalizer = 0;
+  for (int64_t i = 0; i < accum; ++i) {
+    micro.push_back(train_.batch(epoch, first_micro + i));
+    normalizer += objective_.normalizer(micro.back());
+  }
+  normalizer = all_ranks_sum(normalizer);
+  if (!(normalizer > 0)) {
+    throw std::runtime_error("step " + std::to_string(step + 1) +
+                             ": the batch has no loss tokens (every target masked); check the data and the objective's mode");
+  }
+
+  StepRecord record;
+  record.step = step + 1;
+  record.epoch = epoch;
+  model_.zero_grad();
+  for (const Batch& batch : micro) {
+    model_.forward(batch, LYRE_FORWARD_TRAIN, logp_);
+    const std::vector<float>* reference = nullptr;
+    if (objective_.needs_reference_logp()) {
+      model_.forward(batch, LYRE_FORWARD_ADAPTERS_OFF, reference_logp_);
+      reference = &reference_logp_;
+    }
+    ObjectiveResult result = objective_.compute(batch, logp_, reference, normalizer, dlogp_);
+    model_.backward(batch, dlogp_);
+    record.loss += result.loss;
+    record.tokens += batch.num_tokens();
+    record.samples += batch.num_samples;
+  }
+  if (!std::isfinite(record.loss)) {
+    throw std::runtime_error("step " + std::to_string(step + 1) + " (epoch " + std::to_string(epoch) +
+                             "): loss is " + std::to_string(record.loss) +
+                             "; lower the learning rate or check the data");
+  }
+
+  record.grad_norm = std::sqrt(all_ranks_sum(optimizer_.grad_squared_norm()));
+  double scale = 1.0;
+  if (options_.max_grad_norm > 0 && record.grad_norm > options_.max_grad_norm) {
+    scale = options_.max_grad_norm / (record.grad_norm + 1e-6);
+  }
+  record.learning_rate = schedule_.lr(step);
+  optimizer_.step(record.learning_rate, scale);
+  record.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return record;
+}
+
+void Trainer::log_interval(const std::vector<StepRecord>& interval, const StepRecord& last) const {
+  double seconds = 0, loss = 0;
+  int64_t tokens = 0, samples = 0;
+  for (const StepRecord& r : interval) {
+    seconds += r.step_seconds;
+    loss += r.loss;
+    tokens += r.tokens;
+    samples += r.samples;
+  }
+  loss /= static_cast<double>(interval.size());
+  const double tokens_per_s = tokens / seconds;
+  const double peak = probe_.peak_flops ? probe_.peak_flops() : 0.0;
+  const double mfu = peak > 0 ? flops_per_token_ * tokens_per_s / peak : 0.0;
+  const uint64_t backend_bytes = probe_.memory_used_bytes ? probe_.memory_used_bytes() : 0;
+  spdlog::info(
+      "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.3f} | {:.3f}s/step | {:.0f} tok/s | "
+      "{:.1f} samples/s | mfu {:.1f}% | mem {} (rss {})",
+      last.step, total_steps_, last.epoch, loss, last.learning_rate, last.grad_norm,
+      seconds / static_cast<double>(interval.size()), tokens_per_s, samples / seconds, 100.0 * mfu,
+      mib(backend_bytes), mib(resident_bytes()));
+}
+
+TrainResult Trainer::train() {
+  TrainResult result;
+  std::vector<StepRecord> interval;
+  spdlog::info("training {} steps ({} per epoch, {} micro-batch(es) of {} per step)", total_steps_,
+               steps_per_epoch_, options_.gradient_accumulation_steps, train_.options().per_device_batch_size);
+  for (int64_t step = 0; step < total_steps_; ++step) {
+    const int64_t epoch = step / steps_per_epoch_;
+    if (step % steps_per_epoch_ == 0) result.epochs_started = epoch + 1;
+
+    StepRecord record = run_step(step);
+    result.steps.push_back(record);
+    interval.push_back(record);
+    if (record.step % options_.log_steps_interval == 0 || record.step == total_steps_) {
+      log_interval(interval, record);
+      interval.clear();
+    }
+
+    const bool epoch_done = (step + 1) % steps_per_epoch_ == 0;
+    bool run_eval = false;
+    if (eval_ && options_.eval_steps_interval) run_eval = record.step % *options_.eval_steps_interval == 0;
+    if (eval_ && options_.eval_epochs_interval && epoch_done) {
+      run_eval = (epoch + 1) % *options_.eval_epochs_interval == 0;
+    }
+    if (run_eval) {
+      EvalRecord e = evaluate();
+      e.step = record.step;
+      result.evals.push_back(e);
+    }
+  }
+  return result;
+}
+
+EvalRecord Trainer::evaluate() {
+  if (eval_ == nullptr) throw ConfigError("evaluate() needs an eval_dataloader");
+  const auto start = std::chrono::steady_clock::now();
+  EvalRecord record;
+  double loss_sum = 0, normalizer_sum = 0;
+  const int64_t limit = options_.max_eval_samples.value_or(INT64_MAX);
+  for (int64_t i = 0; i < eval_->batches_per_epoch() && record.samples < limit; ++i) {
+    Batch batch = eval_->batch(0, i);
+    // Blank the rows past max_eval_samples so they count nowhere.
+    const int64_t keep = std::min(batch.num_samples, limit - record.samples);
+    for (int64_t b = keep; b < batch.batch_size; ++b) {
+      for (int64_t t = 0; t < batch.seq_len; ++t) {
+        const size_t k = static_cast<size_t>(b * batch.seq_len + t);
+        batch.targets[k] = -1;
+        batch.loss_mask[k] = 0;
+        batch.segment_ids[k] = 0;
+      }
+    }
+    batch.num_samples = keep;
+    record.samples += keep;
+    const double normalizer = objective_.normalizer(batch);
+    if (normalizer <= 0) continue;
+    model_.forward(batch, LYRE_FORWARD_NO_GRAD, logp_);
+    const std::vector<float>* reference = nullptr;
+    if (objective_.needs_reference_logp()) {
+      model_.forward(batch, LYRE_FORWARD_ADAPTERS_OFF, reference_logp_);
+      reference = &reference_logp_;
+    }
+    // With normaliser 1 the objective returns this batch's sum; the mean comes at the end.
+    loss_sum += objective_.compute(batch, logp_, reference, 1.0, dlogp_).loss;
+    normalizer_sum += normalizer;
+  }
+  loss_sum = all_ranks_sum(loss_sum);
+  normalizer_sum = all_ranks_sum(normalizer_sum);
+  record.loss_tokens = static_cast<int64_t>(normalizer_sum);
+  record.loss = normalizer_sum > 0 ? loss_sum / normalizer_sum : 0.0;
+  record.perplexity = std::exp(record.loss);
+  spdlog::info("eval | loss {:.4f} | perplexity {:.3f} | {} samples, {} loss tokens | {:.1f}s", record.loss,
+               record.perplexity, record.samples, record.loss_tokens,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return record;
+}
+
+}  // namespace lyre

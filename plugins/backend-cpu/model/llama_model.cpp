@@ -1,0 +1,345 @@
+#include "model/llama_model.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "layers.hpp"
+#include "lyre/plugin.hpp"
+
+namespace lyre::cpu {
+namespace {
+
+// Sub-buffers start on 64-byte boundaries (16 floats) so kernels see aligned rows.
+int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
+
+[[noreturn]] void bad_id(const char* tensor, int64_t n, int64_t cols, int32_t value,
+                         const std::string& rule) {
+  throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT,
+                      std::string(tensor) + ": value " + std::to_string(value) + " at row " +
+                          std::to_string(n / cols) + ", col " + std::to_string(n % cols) + " " +
+                          rule);
+}
+
+}  // namespace
+
+template <typename T>
+LlamaModel<T>::LlamaModel(const LlamaConfig& config, ModelOptions options)
+    : config_(config), options_(options) {
+  if (options_.logprob_chunk_rows < 1)
+    throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT,
+                        "logprob_chunk_rows must be >= 1, got " +
+                            std::to_string(options_.logprob_chunk_rows));
+  const int64_t d = config.hidden_size, F = config.intermediate_size, V = config.vocab_size;
+  embed_ = params_.add("model.embed_tokens.weight", LYRE_PARAM_EMBEDDING, {V, d});
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerIndex li;
+    li.input_norm = params_.add(p + "input_layernorm.weight", LYRE_PARAM_NORM, {d});
+    // q, k, v back to back: one [(Hq+2Hkv)*D, d] matrix for one GEMM.
+    li.q = params_.add(p + "self_attn.q_proj.weight", LYRE_PARAM_MATRIX, {config.q_dim(), d});
+    li.k = params_.add(p + "self_attn.k_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
+    li.v = params_.add(p + "self_attn.v_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
+    li.o = params_.add(p + "self_attn.o_proj.weight", LYRE_PARAM_MATRIX, {d, config.q_dim()});
+    li.post_norm = params_.add(p + "post_attention_layernorm.weight", LYRE_PARAM_NORM, {d});
+    // gate then up: one [2F, d] matrix producing swiglu's [N, 2F] input.
+    li.gate = params_.add(p + "mlp.gate_proj.weight", LYRE_PARAM_MATRIX, {F, d});
+    li.up = params_.add(p + "mlp.up_proj.weight", LYRE_PARAM_MATRIX, {F, d});
+    li.down = params_.add(p + "mlp.down_proj.weight", LYRE_PARAM_MATRIX, {d, F});
+    layers_.push_back(li);
+  }
+  final_norm_ = params_.add("model.norm.weight", LYRE_PARAM_NORM, {d});
+  lm_head_ = config.tie_word_embeddings
+                 ? embed_
+                 : params_.add("lm_head.weight", LYRE_PARAM_EMBEDDING, {V, d});
+  params_.allocate();
+  inv_freq_ = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
+}
+
+template <typename T>
+const T* LlamaModel<T>::head_weight() const {
+  return params_.value(lm_head_);
+}
+
+template <typename T>
+T* LlamaModel<T>::head_grad() {
+  return params_.grad(lm_head_);  // the embedding's gradient when tied: both uses add into it
+}
+
+template <typename T>
+int64_t LlamaModel<T>::validate(const TokenBatch& b, bool need_targets) const {
+  plugin::require(b.rows >= 1 && b.cols >= 1, "batch: expected at least one row and one column, got [" +
+                                                  std::to_string(b.rows) + "," +
+                                                  std::to_string(b.cols) + "]");
+  plugin::require(b.tokens && b.positions && b.segment_ids && (b.targets || !need_targets),
+                  "batch: a tensor is missing");
+  const int64_t N = b.rows * b.cols, V = config_.vocab_size;
+  const int64_t max_pos = config_.max_position_embeddings;
+  int64_t max_seen = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (b.tokens[n] < 0 || b.tokens[n] >= V)
+      bad_id("tokens", n, b.cols, b.tokens[n], "is outside the vocabulary [0, " + std::to_string(V) + ")");
+    if (need_targets && b.targets[n] >= V)
+      bad_id("targets", n, b.cols, b.targets[n],
+             "is outside the vocabulary [0, " + std::to_string(V) + ") (< 0 means no target)");
+    if (b.positions[n] < 0 || b.positions[n] >= max_pos)
+      bad_id("positions", n, b.cols, b.positions[n],
+             "is outside [0, max_position_embeddings = " + std::to_string(max_pos) + ")");
+    if (b.segment_ids[n] < 0) bad_id("segment_ids", n, b.cols, b.segment_ids[n], "is negative");
+    max_seen = std::max<int64_t>(max_seen, b.positions[n]);
+  }
+  return max_seen;
+}
+
+template <typename T>
+void LlamaModel<T>::ensure_rope(int64_t max_position) {
+  const int64_t needed = max_position + 1;
+  if (needed <= rope_rows_) return;
+  // Grow in powers of two so that a run sees few rebuilds; never past the model's limit.
+  int64_t rows = 256;
+  while (rows < needed) rows *= 2;
+  rows = std::min(rows, config_.max_position_embeddings);
+  rope_table(rope_cos_, rope_sin_, inv_freq_, rows);
+  const size_t half = static_cast<size_t>(config_.head_dim / 2);
+  if (rope_cos_.size() != rows * half || rope_sin_.size() != rows * half)
+    throw plugin::Error(LYRE_ERROR_INTERNAL, "rope_table returned tables of the wrong size");
+  rope_rows_ = rows;
+  rope_charge_.set(static_cast<int64_t>((rope_cos_.capacity() + rope_sin_.capacity()) * sizeof(T)));
+}
+
+template <typename T>
+typename LlamaModel<T>::Scratch LlamaModel<T>::scratch(int64_t rows) {
+  const int64_t d = config_.hidden_size, F = config_.intermediate_size;
+  const int64_t widths[] = {d, d, d, 1, config_.qkv_dim(), config_.q_dim(),
+                            config_.num_attention_heads, 2 * F, F, F, 1, 1};
+  int64_t total = 0;
+  for (int64_t w : widths) total += aligned(rows * w);
+  scratch_.reserve(static_cast<size_t>(total));
+  T* p = scratch_.data();
+  T* out[12];
+  for (int i = 0; i < 12; ++i) {
+    out[i] = p;
+    p += aligned(rows * widths[i]);
+  }
+  return Scratch{out[0], out[1], out[2], out[3], out[4], out[5],
+                 out[6], out[7], out[8], out[9], out[10], out[11]};
+}
+
+template <typename T>
+int64_t LlamaModel<T>::saved_layer_size(int64_t rows) const {
+  const int64_t d = config_.hidden_size;
+  return aligned(rows * d) + aligned(rows * config_.qkv_dim()) + aligned(rows * config_.q_dim()) +
+         aligned(rows * config_.num_attention_heads) + aligned(rows * d) +
+         aligned(rows * 2 * config_.intermediate_size);
+}
+
+template <typename T>
+int64_t LlamaModel<T>::saved_size(int64_t rows) const {
+  return config_.num_hidden_layers * saved_layer_size(rows) + aligned(rows * config_.hidden_size) +
+         2 * aligned(rows);
+}
+
+template <typename T>
+typename LlamaModel<T>::Saved LlamaModel<T>::saved(int64_t layer, int64_t rows) {
+  const int64_t d = config_.hidden_size;
+  T* p = saved_.data() + layer * saved_layer_size(rows);
+  Saved s;
+  s.x_in = p;    p += aligned(rows * d);
+  s.qkv = p;     p += aligned(rows * config_.qkv_dim());
+  s.att = p;     p += aligned(rows * config_.q_dim());
+  s.lse = p;     p += aligned(rows * config_.num_attention_heads);
+  s.x_mid = p;   p += aligned(rows * d);
+  s.gu = p;
+  return s;
+}
+
+template <typename T>
+typename LlamaModel<T>::SavedFinal LlamaModel<T>::saved_final(int64_t rows) {
+  T* p = saved_.data() + config_.num_hidden_layers * saved_layer_size(rows);
+  SavedFinal f;
+  f.x = p;          p += aligned(rows * config_.hidden_size);
+  f.head_rstd = p;  p += aligned(rows);
+  f.head_lse = p;
+  return f;
+}
+
+template <typename T>
+void LlamaModel<T>::layer_forward(size_t layer, int64_t rows, const int32_t* positions,
+                                  const LayerIO& io, const Scratch& s, const Attend& attend) {
+  const LayerIndex& li = layers_[layer];
+  const int64_t d = config_.hidden_size, F = config_.intermediate_size, D = config_.head_dim;
+  const int64_t qkvd = config_.qkv_dim(), qd = config_.q_dim();
+  const T eps = static_cast<T>(config_.rms_norm_eps);
+
+  rmsnorm_forward(s.norm_out, s.rstd, io.x_in, params_.value(li.input_norm), rows, d, eps);
+  linear_forward(io.qkv, s.norm_out, params_.value(li.q), rows, d, qkvd);
+  rope_forward(io.qkv, positions, rope_cos_.data(), rope_sin_.data(), rows,
+               config_.num_attention_heads, D, qkvd, rope_rows_);
+  rope_forward(io.qkv + qd, positions, rope_cos_.data(), rope_sin_.data(), rows,
+               config_.num_key_value_heads, D, qkvd, rope_rows_);
+  attend(io.qkv, io.att, io.lse);
+  // x_mid = x_in + att o_proj^T: the residual add rides on the GEMM's beta.
+  if (io.x_mid != io.x_in) std::copy(io.x_in, io.x_in + rows * d, io.x_mid);
+  gemm<T>(false, true, rows, d, qd, T(1), io.att, qd, params_.value(li.o), qd, T(1), io.x_mid, d);
+
+  rmsnorm_forward(s.norm_out, s.rstd, io.x_mid, params_.value(li.post_norm), rows, d, eps);
+  linear_forward(io.gu, s.norm_out, params_.value(li.gate), rows, d, 2 * F);
+  swiglu_forward(s.h, io.gu, rows, F);
+  if (io.x_out != io.x_mid) std::copy(io.x_mid, io.x_mid + rows * d, io.x_out);
+  gemm<T>(false, true, rows, d, F, T(1), s.h, F, params_.value(li.down), F, T(1), io.x_out, d);
+}
+
+template <typename T>
+void LlamaModel<T>::trunk_nograd(const TokenBatch& b, const Scratch& s) {
+  const int64_t N = b.rows * b.cols;
+  embedding_forward(s.resid, b.tokens, params_.value(embed_), N, config_.hidden_size,
+                    config_.vocab_size);
+  const Attend attend = [&](T* qkv, T* att, T* lse) {
+    attention_forward(att, lse, qkv, b.segment_ids, b.rows, b.cols, config_.num_attention_heads,
+                      config_.num_key_value_heads, config_.head_dim);
+  };
+  const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
+  for (size_t l = 0; l < layers_.size(); ++l) layer_forward(l, N, b.positions, io, s, attend);
+}
+
+template <typename T>
+void LlamaModel<T>::head_logits(T* logits, const T* x, int64_t rows, const Scratch& s) {
+  const int64_t d = config_.hidden_size;
+  rmsnorm_forward(s.norm_out, s.rstd, x, params_.value(final_norm_), rows, d,
+                  static_cast<T>(config_.rms_norm_eps));
+  linear_forward(logits, s.norm_out, head_weight(), rows, d, config_.vocab_size);
+}
+
+template <typename T>
+void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
+  const int64_t max_position = validate(b, true);
+  plugin::require(logp != nullptr, "forward: logp is NULL");
+  if (mode == ForwardMode::train) pending_backward_ = false;  // a failure below leaves nothing
+
+  const int64_t N = b.rows * b.cols, d = config_.hidden_size, V = config_.vocab_size;
+  const int64_t chunk = options_.logprob_chunk_rows;
+  ensure_rope(max_position);
+  head_workspace_.reserve(static_cast<size_t>(logprob_head_workspace(chunk, d, V)));
+  const Scratch s = scratch(N);
+  const T* final_norm = params_.value(final_norm_);
+
+  if (mode == ForwardMode::no_grad) {
+    trunk_nograd(b, s);
+    logprob_head_forward(logp, s.head_rstd, s.head_lse, s.resid, final_norm, head_weight(),
+                         b.targets, N, d, V, chunk, head_workspace_.data());
+    return;
+  }
+
+  saved_.reserve(static_cast<size_t>(saved_size(N)));
+  saved_ids_.reserve(static_cast<size_t>(4 * N));
+  int32_t* ids = saved_ids_.data();
+  std::copy(b.tokens, b.tokens + N, ids);
+  std::copy(b.targets, b.targets + N, ids + N);
+  std::copy(b.positions, b.positions + N, ids + 2 * N);
+  std::copy(b.segment_ids, b.segment_ids + N, ids + 3 * N);
+  const int32_t* positions = ids + 2 * N;
+  const int32_t* segments = ids + 3 * N;
+
+  embedding_forward(saved(0, N).x_in, ids, params_.value(embed_), N, d, V);
+  const Attend attend = [&](T* qkv, T* att, T* lse) {
+    attention_forward(att, lse, qkv, segments, b.rows, b.cols, config_.num_attention_heads,
+                      config_.num_key_value_heads, config_.head_dim);
+  };
+  const SavedFinal fin = saved_final(N);
+  const int64_t L = config_.num_hidden_layers;
+  for (int64_t l = 0; l < L; ++l) {
+    const Saved sv = saved(l, N);
+    T* x_out = l + 1 < L ? saved(l + 1, N).x_in : fin.x;
+    layer_forward(static_cast<size_t>(l), N, positions,
+                  LayerIO{sv.x_in, sv.qkv, sv.att, sv.lse, sv.x_mid, sv.gu, x_out}, s, attend);
+  }
+  logprob_head_forward(logp, fin.head_rstd, fin.head_lse, fin.x, final_norm, head_weight(),
+                       ids + N, N, d, V, chunk, head_workspace_.data());
+  saved_rows_ = b.rows;
+  saved_cols_ = b.cols;
+  pending_backward_ = true;
+}
+
+template <typename T>
+void LlamaModel<T>::backward(const T* dlogp) {
+  if (!pending_backward_)
+    throw plugin::Error(LYRE_ERROR_FAILED_PRECONDITION,
+                        "backward needs a train forward first (its activations are consumed by "
+                        "one backward)");
+  plugin::require(dlogp != nullptr, "backward: dlogp is NULL");
+  pending_backward_ = false;
+
+  const int64_t B = saved_rows_, Tn = saved_cols_, N = B * Tn;
+  const int64_t d = config_.hidden_size, F = config_.intermediate_size, V = config_.vocab_size;
+  const int64_t D = config_.head_dim, Hq = config_.num_attention_heads;
+  const int64_t Hkv = config_.num_key_value_heads, qkvd = config_.qkv_dim(), qd = config_.q_dim();
+  const T eps = static_cast<T>(config_.rms_norm_eps);
+  const int32_t* ids = saved_ids_.data();
+  const int32_t *tokens = ids, *targets = ids + N, *positions = ids + 2 * N, *segments = ids + 3 * N;
+  const Scratch s = scratch(N);
+  const SavedFinal fin = saved_final(N);
+  T* dx = s.resid;  // d(loss)/d(residual stream), walked back layer by layer
+
+  logprob_head_backward(dx, params_.grad(final_norm_), head_grad(), dlogp, fin.x,
+                        params_.value(final_norm_), head_weight(), targets, fin.head_rstd,
+                        fin.head_lse, N, d, V, options_.logprob_chunk_rows, head_workspace_.data());
+
+  for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
+    const LayerIndex& li = layers_[static_cast<size_t>(l)];
+    const Saved sv = saved(l, N);
+    T* dgu = s.gu;
+    T* datt = s.att;
+    T* dqkv = s.qkv;
+
+    // MLP: x_out = x_mid + swiglu(rmsnorm(x_mid) Wgu^T) Wdown^T; the norm and swiglu outputs
+    // are recomputed rather than kept.
+    rmsnorm_forward(s.norm_out, s.rstd, sv.x_mid, params_.value(li.post_norm), N, d, eps);
+    swiglu_forward(s.h, sv.gu, N, F);
+    linear_backward(s.dh, params_.grad(li.down), dx, s.h, params_.value(li.down), N, F, d, false);
+    swiglu_backward(dgu, s.dh, sv.gu, N, F);
+    linear_backward(s.dnorm, params_.grad(li.gate), dgu, s.norm_out, params_.value(li.gate), N, d,
+                    2 * F, false);
+    rmsnorm_backward(dx, params_.grad(li.post_norm), s.dnorm, sv.x_mid,
+                     params_.value(li.post_norm), s.rstd, N, d);
+
+    // Attention: x_mid = x_in + attention(rope(rmsnorm(x_in) Wqkv^T)) Wo^T.
+    linear_backward(datt, params_.grad(li.o), dx, sv.att, params_.value(li.o), N, qd, d, false);
+    attention_backward(dqkv, datt, sv.att, sv.lse, sv.qkv, segments, B, Tn, Hq, Hkv, D);
+    rope_backward(dqkv, positions, rope_cos_.data(), rope_sin_.data(), N, Hq, D, qkvd, rope_rows_);
+    rope_backward(dqkv + qd, positions, rope_cos_.data(), rope_sin_.data(), N, Hkv, D, qkvd,
+                  rope_rows_);
+    rmsnorm_forward(s.norm_out, s.rstd, sv.x_in, params_.value(li.input_norm), N, d, eps);
+    linear_backward(s.dnorm, params_.grad(li.q), dqkv, s.norm_out, params_.value(li.q), N, d, qkvd,
+                    false);
+    rmsnorm_backward(dx, params_.grad(li.input_norm), s.dnorm, sv.x_in,
+                     params_.value(li.input_norm), s.rstd, N, d);
+  }
+  embedding_backward(params_.grad(embed_), dx, tokens, N, d, V);
+}
+
+template <typename T>
+void LlamaModel<T>::logits(const TokenBatch& b, T* out) {
+  const int64_t max_position = validate(b, false);
+  plugin::require(out != nullptr, "logits: out is NULL");
+  ensure_rope(max_position);
+  const Scratch s = scratch(b.rows * b.cols);
+  trunk_nograd(b, s);
+  head_logits(out, s.resid, b.rows * b.cols, s);
+}
+
+template <typename T>
+double LlamaModel<T>::train_flops_per_token(int64_t seq_len) const {
+  const double d = static_cast<double>(config_.hidden_size);
+  const double F = static_cast<double>(config_.intermediate_size);
+  const double L = static_cast<double>(config_.num_hidden_layers);
+  const double qkvd = static_cast<double>(config_.qkv_dim());
+  const double qd = static_cast<double>(config_.q_dim());
+  const double V = static_cast<double>(config_.vocab_size);
+  const double matmul_params = L * (d * qkvd + qd * d + 3.0 * d * F) + V * d;
+  const double attention = L * 3.0 * 4.0 * static_cast<double>(seq_len) * qd;
+  return 6.0 * matmul_params + attention;
+}
+
+template class LlamaModel<float>;
+template class LlamaModel<double>;
+
+}  // namespace lyre::cpu

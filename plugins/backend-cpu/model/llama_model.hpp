@@ -1,0 +1,145 @@
+// The Llama decoder over the layer kernels of layers.hpp, templated on the scalar type: float is
+// what the backend trains with, double the reference the gradient checks run against.
+//
+// Parameters carry Hugging Face names and live in one ParameterStore. The q, k and v weights of
+// a layer are adjacent rows of one [(Hq+2Hkv)*D, d] block, and gate/up of one [2F, d] block, so
+// each projection is a single GEMM into the layout attention_forward / swiglu_forward expect.
+//
+// Memory: a train forward keeps, per layer, only its input x, the roped qkv, the attention
+// output and its log-sum-exp, the residual after attention and the gate/up activations. Backward
+// recomputes the two RMSNorm outputs and the SwiGLU output. Saved activations and scratch are
+// reused across steps: a step of a size seen before allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model/llama_config.hpp"
+#include "model/memory_tracker.hpp"
+#include "model/parameter_store.hpp"
+#include "model/token_sampler.hpp"
+
+namespace lyre::cpu {
+
+enum class ForwardMode { train, no_grad };
+
+// One micro-batch: int32 arrays of rows*cols, row-major, borrowed for the call (see LyreBatch).
+struct TokenBatch {
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;  // < 0: no target (logp 0); unused by logits()
+  const int32_t* positions = nullptr;
+  const int32_t* segment_ids = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+struct ModelOptions {
+  int64_t logprob_chunk_rows = 128;  // rows of [rows, vocab] logits the fused head holds at once
+};
+
+template <typename T>
+class LlamaModel {
+ public:
+  explicit LlamaModel(const LlamaConfig& config, ModelOptions options = {});
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  const LlamaConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  ParameterStore<T>& params() { return params_; }
+  const ParameterStore<T>& params() const { return params_; }
+
+  // logp (rows*cols) = log-prob of each target, 0 where the target is < 0. Checks every id and
+  // position, throwing Error(INVALID_ARGUMENT) naming the tensor, row, column and value.
+  // train keeps what backward needs (replacing any earlier train forward's activations).
+  void forward(const TokenBatch& batch, ForwardMode mode, T* logp);
+  // dlogp (rows*cols) of the latest train forward -> adds into the gradients. Consumes the
+  // saved activations: a second backward throws Error(FAILED_PRECONDITION), as does one
+  // without a train forward.
+  void backward(const T* dlogp);
+  bool backward_ready() const { return pending_backward_; }
+  void zero_grad() { params_.zero_grads(); }
+
+  // Full logits (rows*cols, vocab) of every position, no gradient, materialised at once: for
+  // tests and small evaluations, not for training.
+  void logits(const TokenBatch& batch, T* out);
+
+  // Autoregressive decoding with a KV cache. prompt (rows, prompt_cols) right-padded, row b
+  // holding prompt_lengths[b] tokens in [1, prompt_cols]. Writes up to max_new_tokens ids per
+  // row into out_tokens (rows, max_new_tokens), stopping a row after it writes eos_token_id
+  // (< 0: none); out_lengths (rows) says how many; slots after the end are set to 0.
+  void generate(const int32_t* prompt, const int32_t* prompt_lengths, int64_t rows,
+                int64_t prompt_cols, int32_t max_new_tokens, int32_t eos_token_id,
+                const SamplingOptions& sampling, int32_t* out_tokens, int32_t* out_lengths);
+
+  // Forward + backward FLOPs per token for rows of seq_len tokens: 6 per matmul parameter (lm
+  // head included, tied or not; the embedding lookup is no matmul) plus attention, counted at
+  // full seq_len (not halved for the causal mask, as PaLM's MFU does): 4*T*Hq*D per layer
+  // forward for QK^T and PV, times 3 for forward + backward.
+  double train_flops_per_token(int64_t seq_len) const;
+  int64_t num_parameters() const { return static_cast<int64_t>(params_.total_numel()); }
+
+ private:
+  struct LayerIndex {
+    size_t input_norm, q, k, v, o, post_norm, gate, up, down;
+  };
+  // Pointers into scratch_ for `rows` tokens (see scratch_layout()).
+  struct Scratch {
+    T *resid, *norm_out, *dnorm, *rstd, *qkv, *att, *lse, *gu, *h, *dh, *head_rstd, *head_lse;
+  };
+  // What one layer's forward reads and writes. x_mid / x_out may equal x_in (in place).
+  struct LayerIO {
+    const T* x_in;
+    T *qkv, *att, *lse, *x_mid, *gu, *x_out;
+  };
+  // A train forward's saved activations of layer l, for `rows` tokens.
+  struct Saved {
+    T *x_in, *qkv, *att, *lse, *x_mid, *gu;
+  };
+
+  // Checks shapes, ids, positions and segments; returns the largest position.
+  int64_t validate(const TokenBatch& batch, bool need_targets) const;
+  void ensure_rope(int64_t max_position);
+  Scratch scratch(int64_t rows);
+  Saved saved(int64_t layer, int64_t rows);
+  // x after the last layer (rows, d), then the head's rstd and lse (rows each).
+  struct SavedFinal {
+    T *x, *head_rstd, *head_lse;
+  };
+  SavedFinal saved_final(int64_t rows);
+  int64_t saved_layer_size(int64_t rows) const;
+  int64_t saved_size(int64_t rows) const;
+
+  // attend(qkv, att, lse) fills att from the roped qkv (full sequence or KV cache).
+  using Attend = std::function<void(T* qkv, T* att, T* lse)>;
+  void layer_forward(size_t layer, int64_t rows, const int32_t* positions, const LayerIO& io,
+                     const Scratch& s, const Attend& attend);
+  // Embedding and every layer, no gradient, full-sequence attention; leaves x in s.resid.
+  void trunk_nograd(const TokenBatch& batch, const Scratch& s);
+  // Final RMSNorm of x (rows, d) then the lm head -> logits (rows, V).
+  void head_logits(T* logits, const T* x, int64_t rows, const Scratch& s);
+
+  const T* head_weight() const;
+  T* head_grad();
+
+  LlamaConfig config_;
+  ModelOptions options_;
+  ParameterStore<T> params_;
+  size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // lm_head_ == embed_ when tied
+  std::vector<LayerIndex> layers_;
+
+  std::vector<double> inv_freq_;
+  std::vector<T> rope_cos_, rope_sin_;
+  int64_t rope_rows_ = 0;
+  MemoryCharge rope_charge_{MemoryKind::workspace};
+
+  Buffer<T> scratch_{MemoryKind::workspace};
+  Buffer<T> head_workspace_{MemoryKind::workspace};
+  Buffer<T> saved_{MemoryKind::activations};
+  Buffer<int32_t> saved_ids_{MemoryKind::activations};  // tokens, targets, positions, segments
+  int64_t saved_rows_ = 0, saved_cols_ = 0;
+  bool pending_backward_ = false;
+};
+
+}  // namespace lyre::cpu

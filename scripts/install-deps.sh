@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages lyre needs to build and test. Idempotent: installs only what
+# is missing, so a second run changes nothing and needs no network. Run as root (or with sudo).
+#   --bench   also the benchmark peer (python3-torch)
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libboost-dev libboost-filesystem-dev   # Boost.DLL (header-only) and its filesystem
+  libdnnl-dev                            # oneDNN: the CPU backend's matmuls
+  libdlpack-dev                          # DLTensor, how tensors cross the plugin ABI
+  nlohmann-json3-dev libspdlog-dev catch2
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
