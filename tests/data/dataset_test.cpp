@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -127,6 +128,10 @@ TEST_CASE("a file that cannot be opened says why") {
   const std::string path = dir.path("absent.jsonl");
   CHECK_THROWS_WITH(Dataset::from_jsonl(path, ByteTokenizer{}, 64),
                     path + ": cannot open: No such file or directory");
+  const std::string directory = dir.path("sub");
+  std::filesystem::create_directory(directory);
+  CHECK_THROWS_WITH(Dataset::from_jsonl(directory, ByteTokenizer{}, 64),
+                    directory + ": cannot read: Is a directory");
 }
 
 TEST_CASE("samples longer than max_seq_len + 1 ids are cut and counted") {

@@ -1,0 +1,277 @@
+// LlamaModel's contract beyond its gradients: float against double, packing, accumulation,
+// order of calls, input checks, memory and FLOP accounting.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+
+#include "lyre/plugin.hpp"
+#include "model/memory_tracker.hpp"
+#include "model_test_util.hpp"
+
+namespace lyre::cpu::test {
+namespace {
+
+template <typename T>
+std::vector<T> run_logp(LlamaModel<T>& model, const HostBatch& batch, ForwardMode mode) {
+  std::vector<T> logp(batch.tokens.size(), T(-99));
+  model.forward(batch.view(), mode, logp.data());
+  return logp;
+}
+
+template <typename T>
+std::vector<T> grads_of(const LlamaModel<T>& model) {
+  const auto& ps = model.params();
+  return std::vector<T>(ps.grads(), ps.grads() + ps.total_numel());
+}
+
+template <typename T>
+std::vector<T> train_step_grads(LlamaModel<T>& model, const HostBatch& batch, const std::vector<T>& dlogp) {
+  model.zero_grad();
+  run_logp(model, batch, ForwardMode::train);
+  model.backward(dlogp.data());
+  return grads_of(model);
+}
+
+template <typename T>
+std::vector<T> as(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// logp of document `doc` run alone must equal its slice of the packed batch.
+template <typename T>
+void check_packing(double tolerance) {
+  LlamaModel<T> model(tiny_config(false));
+  init_weights(model, 21);
+  const HostBatch packed = packed_batch();
+  const std::vector<T> all = run_logp(model, packed, ForwardMode::no_grad);
+  struct Slice {
+    const std::vector<int32_t>& doc;
+    int64_t start;
+  };
+  for (const Slice& s : {Slice{kDocA, 0}, Slice{kDocB, 4}, Slice{kDocC, 7}}) {
+    const std::vector<T> alone = run_logp(model, single_document(s.doc), ForwardMode::no_grad);
+    for (size_t i = 0; i < s.doc.size(); ++i) {
+      INFO("document starting at " << s.start << ", token " << i);
+      CHECK(std::abs(double(alone[i]) - double(all[s.start + i])) <= tolerance);
+    }
+  }
+  // Padding and the last token of each document have no target: logp is exactly 0.
+  for (int64_t n : {3, 6, 11, 12, 13}) CHECK(all[n] == T(0));
+  for (int64_t n : {0, 1, 2, 4, 5, 7, 8, 9, 10}) CHECK(all[n] < T(0));
+}
+
+bool error_has(const std::function<void()>& f, LyreErrorCode code, const std::string& text) {
+  try {
+    f();
+  } catch (const plugin::Error& e) {
+    INFO("message: " << e.what());
+    CHECK(e.code() == code);
+    CHECK_THAT(e.what(), Catch::Contains(text));
+    return e.code() == code && std::string(e.what()).find(text) != std::string::npos;
+  }
+  FAIL("no error thrown");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a packed row's logp equals each document run alone (double 1e-10, float 1e-5)") {
+  check_packing<double>(1e-10);
+  check_packing<float>(1e-5);
+}
+
+TEST_CASE("a packed row's gradient equals the sum of its documents' gradients") {
+  LlamaModel<double> model(tiny_config(true));
+  init_weights(model, 22);
+  const HostBatch packed = packed_batch();
+  const std::vector<double> w = random_weights(packed.tokens.size(), 8);
+  const std::vector<double> g_packed = train_step_grads(model, packed, w);
+
+  std::vector<double> g_sum(g_packed.size(), 0.0);
+  for (auto [doc, start] : {std::pair{kDocA, 0}, std::pair{kDocB, 4}, std::pair{kDocC, 7}}) {
+    const std::vector<double> wd(w.begin() + start, w.begin() + start + doc.size());
+    const std::vector<double> g = train_step_grads(model, single_document(doc), wd);
+    for (size_t i = 0; i < g.size(); ++i) g_sum[i] += g[i];
+  }
+  double worst = 0;
+  for (size_t i = 0; i < g_sum.size(); ++i) worst = std::max(worst, std::abs(g_sum[i] - g_packed[i]));
+  CHECK(worst < 1e-10);
+}
+
+TEST_CASE("the float model agrees with the double model on logp and every gradient") {
+  for (bool tied : {false, true}) {
+    LlamaModel<double> ref(tiny_config(tied));
+    init_weights(ref, 31);
+    LlamaModel<float> fast(tiny_config(tied));
+    copy_weights(fast, ref);
+    const HostBatch batch = packed_batch();
+    const std::vector<double> w = random_weights(batch.tokens.size(), 9);
+
+    const std::vector<double> gd = train_step_grads(ref, batch, w);
+    const std::vector<float> gf = train_step_grads(fast, batch, as<float>(w));
+    const std::vector<double> ld = run_logp(ref, batch, ForwardMode::no_grad);
+    const std::vector<float> lf = run_logp(fast, batch, ForwardMode::no_grad);
+    for (size_t i = 0; i < ld.size(); ++i) CHECK(std::abs(lf[i] - ld[i]) < 2e-5);
+
+    for (size_t p = 0; p < ref.params().size(); ++p) {
+      const ParameterInfo& info = ref.params().info(p);
+      double diff = 0, norm = 0;
+      for (size_t j = info.offset; j < info.offset + info.numel; ++j) {
+        diff += (gf[j] - gd[j]) * (gf[j] - gd[j]);
+        norm += gd[j] * gd[j];
+      }
+      INFO((tied ? "tied: " : "untied: ") << info.name << " relative error "
+                                          << std::sqrt(diff / norm));
+      CHECK(norm > 0);
+      CHECK(std::sqrt(diff) <= 1e-4 * std::sqrt(norm));
+    }
+  }
+}
+
+TEST_CASE("gradients accumulate over micro-batches until zero_grad") {
+  LlamaModel<double> model(tiny_config(false));
+  init_weights(model, 41);
+  const HostBatch a = packed_batch(), b = single_document(kDocC);
+  const std::vector<double> wa = random_weights(a.tokens.size(), 1), wb = random_weights(b.tokens.size(), 2);
+  const std::vector<double> ga = train_step_grads(model, a, wa);
+  const std::vector<double> gb = train_step_grads(model, b, wb);
+
+  model.zero_grad();
+  run_logp(model, a, ForwardMode::train);
+  model.backward(wa.data());
+  run_logp(model, b, ForwardMode::train);
+  model.backward(wb.data());
+  const std::vector<double> both = grads_of(model);
+  for (size_t i = 0; i < both.size(); ++i) CHECK(std::abs(both[i] - (ga[i] + gb[i])) < 1e-12);
+}
+
+TEST_CASE("a no_grad forward between a train forward and its backward changes nothing") {
+  // DPO's reference pass may run between the policy's forward and backward, on another shape.
+  LlamaModel<double> model(tiny_config(false));
+  init_weights(model, 42);
+  const HostBatch a = single_document(kDocA), big = packed_batch();
+  const std::vector<double> w = random_weights(a.tokens.size(), 3);
+  const std::vector<double> plain = train_step_grads(model, a, w);
+
+  model.zero_grad();
+  const std::vector<double> logp = run_logp(model, a, ForwardMode::train);
+  run_logp(model, big, ForwardMode::no_grad);
+  model.backward(w.data());
+  CHECK(grads_of(model) == plain);
+  CHECK(run_logp(model, a, ForwardMode::no_grad) == logp);
+}
+
+TEST_CASE("backward needs a train forward, and consumes it") {
+  LlamaModel<float> model(tiny_config(false));
+  init_weights(model, 43);
+  const HostBatch batch = packed_batch();
+  std::vector<float> dlogp(batch.tokens.size(), 1.0f);
+  CHECK(error_has([&] { model.backward(dlogp.data()); }, LYRE_ERROR_FAILED_PRECONDITION, "train forward"));
+  run_logp(model, batch, ForwardMode::no_grad);
+  CHECK(error_has([&] { model.backward(dlogp.data()); }, LYRE_ERROR_FAILED_PRECONDITION, "train forward"));
+  run_logp(model, batch, ForwardMode::train);
+  CHECK(model.backward_ready());
+  model.backward(dlogp.data());
+  CHECK_FALSE(model.backward_ready());
+  CHECK(error_has([&] { model.backward(dlogp.data()); }, LYRE_ERROR_FAILED_PRECONDITION, "train forward"));
+}
+
+TEST_CASE("bad ids and positions are refused with their row, column and value") {
+  LlamaModel<float> model(tiny_config(false));
+  std::vector<float> logp(14);
+  HostBatch batch = packed_batch();
+  batch.tokens[1 * 7 + 3] = 40;
+  CHECK(error_has([&] { model.forward(batch.view(), ForwardMode::train, logp.data()); },
+                  LYRE_ERROR_INVALID_ARGUMENT, "tokens: value 40 at row 1, col 3"));
+  CHECK_FALSE(model.backward_ready());
+  batch = packed_batch();
+  batch.tokens[5] = -2;
+  CHECK(error_has([&] { model.forward(batch.view(), ForwardMode::no_grad, logp.data()); },
+                  LYRE_ERROR_INVALID_ARGUMENT, "tokens: value -2 at row 0, col 5"));
+  batch = packed_batch();
+  batch.targets[8] = 13;
+  CHECK(error_has([&] { model.forward(batch.view(), ForwardMode::no_grad, logp.data()); },
+                  LYRE_ERROR_INVALID_ARGUMENT, "targets: value 13 at row 1, col 1"));
+  batch = packed_batch();
+  batch.positions[2] = 64;
+  CHECK(error_has([&] { model.forward(batch.view(), ForwardMode::no_grad, logp.data()); },
+                  LYRE_ERROR_INVALID_ARGUMENT, "positions: value 64 at row 0, col 2"));
+}
+
+TEST_CASE("parameters carry Hugging Face names, kinds and shapes; q/k/v and gate/up are adjacent") {
+  LlamaModel<float> model(tiny_config(false));
+  const auto& ps = model.params();
+  const ParameterInfo& q = ps.info(ps.find("model.layers.1.self_attn.q_proj.weight"));
+  const ParameterInfo& k = ps.info(ps.find("model.layers.1.self_attn.k_proj.weight"));
+  const ParameterInfo& v = ps.info(ps.find("model.layers.1.self_attn.v_proj.weight"));
+  CHECK(q.shape == std::vector<int64_t>{16, 8});
+  CHECK(k.shape == std::vector<int64_t>{8, 8});
+  CHECK(k.offset == q.offset + q.numel);
+  CHECK(v.offset == k.offset + k.numel);
+  const ParameterInfo& gate = ps.info(ps.find("model.layers.0.mlp.gate_proj.weight"));
+  const ParameterInfo& up = ps.info(ps.find("model.layers.0.mlp.up_proj.weight"));
+  CHECK(up.offset == gate.offset + gate.numel);
+  CHECK(ps.info(ps.find("model.layers.0.self_attn.o_proj.weight")).shape == std::vector<int64_t>{8, 16});
+  CHECK(ps.info(ps.find("model.layers.0.mlp.down_proj.weight")).shape == std::vector<int64_t>{8, 12});
+  CHECK(ps.info(ps.find("model.norm.weight")).kind == LYRE_PARAM_NORM);
+  CHECK(ps.info(ps.find("model.layers.0.post_attention_layernorm.weight")).kind == LYRE_PARAM_NORM);
+  CHECK(ps.info(ps.find("lm_head.weight")).kind == LYRE_PARAM_EMBEDDING);
+  CHECK(ps.info(ps.find("model.embed_tokens.weight")).kind == LYRE_PARAM_EMBEDDING);
+  CHECK(ps.info(ps.find("model.layers.0.mlp.up_proj.weight")).kind == LYRE_PARAM_MATRIX);
+  // Created zero, norms one: the host writes the initial weights.
+  const float* norm = ps.value(ps.find("model.norm.weight"));
+  CHECK(norm[0] == 1.0f);
+  CHECK(ps.value(ps.find("lm_head.weight"))[5] == 0.0f);
+
+  LlamaModel<float> tied(tiny_config(true));
+  CHECK_THROWS_AS(tied.params().find("lm_head.weight"), plugin::Error);
+}
+
+TEST_CASE("steady-state train steps allocate nothing, and memory is accounted by kind") {
+  const MemoryUsage before = memory_usage();
+  {
+    LlamaModel<float> model(tiny_config(false));
+    init_weights(model, 51);
+    const HostBatch batch = packed_batch();
+    std::vector<float> dlogp(batch.tokens.size(), 0.5f);
+    const MemoryUsage created = memory_usage();
+    const int64_t param_bytes = static_cast<int64_t>(model.params().total_numel() * sizeof(float));
+    CHECK(created.by_kind[int(MemoryKind::parameters)] - before.by_kind[int(MemoryKind::parameters)] ==
+          param_bytes);
+    CHECK(created.by_kind[int(MemoryKind::gradients)] - before.by_kind[int(MemoryKind::gradients)] ==
+          param_bytes);
+
+    auto step = [&] {
+      model.zero_grad();
+      run_logp(model, batch, ForwardMode::train);
+      model.backward(dlogp.data());
+      run_logp(model, batch, ForwardMode::no_grad);
+    };
+    step();
+    const MemoryUsage first = memory_usage();
+    CHECK(first.by_kind[int(MemoryKind::activations)] > before.by_kind[int(MemoryKind::activations)]);
+    CHECK(first.by_kind[int(MemoryKind::workspace)] > before.by_kind[int(MemoryKind::workspace)]);
+    for (int i = 0; i < 3; ++i) step();
+    const MemoryUsage later = memory_usage();
+    CHECK(later.current == first.current);
+    CHECK(later.peak == first.peak);
+    // A smaller batch reuses the buffers too.
+    const HostBatch small = single_document(kDocB);
+    std::vector<float> small_logp(3), small_d(3, 1.0f);
+    model.forward(small.view(), ForwardMode::train, small_logp.data());
+    model.backward(small_d.data());
+    CHECK(memory_usage().current == first.current);
+  }
+  CHECK(memory_usage().current == before.current);  // everything given back
+}
+
+TEST_CASE("train FLOPs per token count every matmul six times plus attention at full length") {
+  LlamaModel<float> model(tiny_config(false));
+  // d 8, F 12, L 2, Hq*D 16, qkv 32, V 13
+  const double matmul = 2 * (8 * 32 + 16 * 8 + 3 * 8 * 12) + 13 * 8;
+  CHECK(model.train_flops_per_token(100) == Approx(6 * matmul + 2 * 12.0 * 100 * 16));
+  CHECK(model.num_parameters() == 13 * 8 + 2 * (8 + 32 * 8 + 8 * 16 + 8 + 3 * 8 * 12) + 8 + 13 * 8);
+}
+
+}  // namespace lyre::cpu::test
