@@ -190,7 +190,7 @@ int run(const Options& o) {
   std::vector<double> sorted = timed;
   std::sort(sorted.begin(), sorted.end());
 
-  nlohmann::json out;
+  nlohmann::ordered_json out;
   out["implementation"] = "lyre " + backend->name() + " " + backend->api().version;
   out["device"] = info.name ? info.name : "";
   out["config"] = o.config_path;

@@ -121,11 +121,11 @@ TEST_CASE("float rope agrees with double", "[float]") {
 }
 
 TEST_CASE("float attention agrees with double", "[float]") {
-  const int64_t B = 2, T = 45, Hq = 4, Hkv = 2, D = 16, S = (Hq + 2 * Hkv) * D;
+  const int64_t B = 2, T = 150, Hq = 4, Hkv = 2, D = 16, S = (Hq + 2 * Hkv) * D;
   std::vector<int32_t> seg(B * T);
   for (int64_t i = 0; i < T; ++i) {
-    seg[i] = i < 20 ? 1 : (i < 38 ? 2 : 0);
-    seg[T + i] = i < 9 ? 3 : (i < 30 ? 4 : 5);
+    seg[i] = i < 70 ? 1 : (i < 138 ? 2 : 0);
+    seg[T + i] = i < 9 ? 3 : (i < 130 ? 4 : 5);
   }
   const auto qkv = input(B * T * S, 14, -2, 2), g = input(B * T * Hq * D, 15);
   std::vector<double> out(B * T * Hq * D), lse(B * T * Hq), dqkv(B * T * S);

@@ -128,21 +128,21 @@ namespace {
 const std::vector<int32_t> kPackedSegments = {1, 1, 1, 2, 2, 2, 2, 0, 0,   //
                                               5, 5, 3, 3, 3, 7, 7, 0, 0};
 
-void attention_gradcheck(int64_t Hq, int64_t Hkv) {
-  const int64_t B = 2, T = 9, D = 4, S = (Hq + 2 * Hkv) * D;
-  std::vector<double> qkv = random_vector(B * T * S, 41 + uint32_t(Hq), -1.5, 1.5);
+void attention_gradcheck(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                         const std::vector<int32_t>& seg) {
+  const int64_t S = (Hq + 2 * Hkv) * D;
+  std::vector<double> qkv = random_vector(B * T * S, 41 + uint32_t(Hq + T), -1.5, 1.5);
   const std::vector<double> R = random_vector(B * T * Hq * D, 42);
   std::vector<double> out(B * T * Hq * D), lse(B * T * Hq);
   auto loss = [&] {
-    cpu::attention_forward(out.data(), lse.data(), qkv.data(), kPackedSegments.data(), B, T, Hq,
-                           Hkv, D);
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), seg.data(), B, T, Hq, Hkv, D);
     return dot(out, R);
   };
   const std::vector<double> nqkv = numeric_gradient(qkv, loss);
   loss();
   std::vector<double> dqkv(B * T * S, 77.0);
-  cpu::attention_backward(dqkv.data(), R.data(), out.data(), lse.data(), qkv.data(),
-                          kPackedSegments.data(), B, T, Hq, Hkv, D);
+  cpu::attention_backward(dqkv.data(), R.data(), out.data(), lse.data(), qkv.data(), seg.data(),
+                          B, T, Hq, Hkv, D);
   // Split into the q, k and v columns so a wrong one is named.
   const char* names[3] = {"attention dq", "attention dk", "attention dv"};
   const int64_t begin[3] = {0, Hq * D, (Hq + Hkv) * D}, end[3] = {Hq * D, (Hq + Hkv) * D, S};
@@ -161,12 +161,20 @@ void attention_gradcheck(int64_t Hq, int64_t Hkv) {
 
 TEST_CASE("attention backward matches finite differences with grouped kv heads",
           "[gradcheck]") {
-  attention_gradcheck(4, 2);
+  attention_gradcheck(2, 9, 4, 2, 4, kPackedSegments);
 }
 
 TEST_CASE("attention backward matches finite differences with one kv head per query head",
           "[gradcheck]") {
-  attention_gradcheck(2, 2);
+  attention_gradcheck(2, 9, 2, 2, 4, kPackedSegments);
+}
+
+TEST_CASE("attention backward matches finite differences across query blocks", "[gradcheck]") {
+  // 130 tokens span three of the kernel's 64-query blocks; documents straddle block edges.
+  const int64_t T = 130;
+  std::vector<int32_t> seg(T);
+  for (int64_t i = 0; i < T; ++i) seg[i] = i < 40 ? 1 : (i < 100 ? 2 : (i < 121 ? 3 : 0));
+  attention_gradcheck(1, T, 2, 1, 4, seg);
 }
 
 TEST_CASE("swiglu backward matches finite differences", "[gradcheck]") {

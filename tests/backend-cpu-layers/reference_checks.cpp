@@ -51,15 +51,32 @@ void naive_attention(std::vector<double>& out, std::vector<double>& lse,
 }  // namespace
 
 TEST_CASE("attention forward equals the full masked softmax", "[reference]") {
-  const int64_t B = 2, T = 13, Hq = 6, Hkv = 2, D = 8, S = (Hq + 2 * Hkv) * D;
-  const std::vector<int32_t> seg = {4, 4, 4, 4, 9, 9, 9, 9, 9, 2, 2, 0, 0,  //
-                                    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-  const std::vector<double> qkv = random_vector(B * T * S, 101, -2, 2);
-  std::vector<double> out(B * T * Hq * D), lse(B * T * Hq), ref_out, ref_lse;
-  cpu::attention_forward(out.data(), lse.data(), qkv.data(), seg.data(), B, T, Hq, Hkv, D);
-  naive_attention(ref_out, ref_lse, qkv, seg, B, T, Hq, Hkv, D);
-  CHECK(rel_error(out, ref_out) < 1e-13);
-  CHECK(rel_error(lse, ref_lse) < 1e-13);
+  const int64_t Hq = 6, Hkv = 2, D = 8, S = (Hq + 2 * Hkv) * D;
+  SECTION("short rows, packed and not") {
+    const int64_t B = 2, T = 13;
+    const std::vector<int32_t> seg = {4, 4, 4, 4, 9, 9, 9, 9, 9, 2, 2, 0, 0,  //
+                                      1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    const std::vector<double> qkv = random_vector(B * T * S, 101, -2, 2);
+    std::vector<double> out(B * T * Hq * D), lse(B * T * Hq), ref_out, ref_lse;
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), seg.data(), B, T, Hq, Hkv, D);
+    naive_attention(ref_out, ref_lse, qkv, seg, B, T, Hq, Hkv, D);
+    CHECK(rel_error(out, ref_out) < 1e-13);
+    CHECK(rel_error(lse, ref_lse) < 1e-13);
+  }
+  SECTION("rows longer than a query block, segment ids not contiguous") {
+    const int64_t B = 2, T = 200;
+    std::vector<int32_t> seg(B * T);
+    for (int64_t i = 0; i < T; ++i) {
+      seg[i] = i < 70 ? 3 : (i < 150 ? 8 : 0);
+      seg[T + i] = int32_t(i % 3);  // interleaved "documents": only the mask keeps them apart
+    }
+    const std::vector<double> qkv = random_vector(B * T * S, 102, -2, 2);
+    std::vector<double> out(B * T * Hq * D), lse(B * T * Hq), ref_out, ref_lse;
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), seg.data(), B, T, Hq, Hkv, D);
+    naive_attention(ref_out, ref_lse, qkv, seg, B, T, Hq, Hkv, D);
+    CHECK(rel_error(out, ref_out) < 1e-13);
+    CHECK(rel_error(lse, ref_lse) < 1e-13);
+  }
 }
 
 TEST_CASE("attention never crosses a document boundary", "[reference]") {

@@ -199,7 +199,7 @@ TEST_CASE("bad ids and positions are refused with their row, column and value") 
                   LYRE_ERROR_INVALID_ARGUMENT, "positions: value 64 at row 0, col 2"));
 }
 
-TEST_CASE("parameters carry Hugging Face names, kinds and shapes; q/k/v and gate/up are adjacent") {
+TEST_CASE("parameters carry Hugging Face names, kinds and shapes, with q/k/v and gate/up adjacent") {
   LlamaModel<float> model(tiny_config(false));
   const auto& ps = model.params();
   const ParameterInfo& q = ps.info(ps.find("model.layers.1.self_attn.q_proj.weight"));

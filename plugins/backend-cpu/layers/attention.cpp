@@ -1,6 +1,7 @@
 // Grouped-query causal attention with document masking, flash style: forward keeps only the
-// log-sum-exp of each query's scores; backward recomputes the probabilities row by row. The
-// biggest temporary is one row of T scores per thread.
+// log-sum-exp of each query's scores; backward recomputes the probabilities. Queries go in
+// blocks of kQueryBlock rows: a block's scores against the keys it may see are one small GEMM
+// into a per-thread tile (kQueryBlock x T), so no (T,T) matrix per head ever exists.
 #include <omp.h>
 
 #include <algorithm>
@@ -16,6 +17,8 @@
 namespace lyre::cpu {
 namespace {
 
+constexpr int64_t kQueryBlock = 64;
+
 void check_heads(int64_t Hq, int64_t Hkv, int64_t D) {
   if (Hkv <= 0 || Hq <= 0 || Hq % Hkv != 0 || D <= 0)
     throw std::invalid_argument("attention: need Hq a positive multiple of Hkv and D > 0, got Hq=" +
@@ -23,117 +26,158 @@ void check_heads(int64_t Hq, int64_t Hkv, int64_t D) {
                                 " D=" + std::to_string(D));
 }
 
-// The keys query i may see, in increasing order: j <= i in the same segment. Never empty.
-inline int64_t visible_keys(int32_t* idx, const int32_t* seg, int64_t i) {
-  int64_t cnt = 0;
+// first (B*T): the first position of each token's segment in its row, the earliest key it may
+// see. Segments are usually contiguous, which the shortcut makes linear.
+std::vector<int64_t> segment_starts(const int32_t* seg, int64_t B, int64_t T) {
+  std::vector<int64_t> first(size_t(B * T));
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t* s = seg + b * T;
+    int64_t* f = first.data() + b * T;
+    for (int64_t i = 0; i < T; ++i) {
+      if (i > 0 && s[i] == s[i - 1]) {
+        f[i] = f[i - 1];
+        continue;
+      }
+      f[i] = i;
+      for (int64_t j = 0; j < i; ++j)
+        if (s[j] == s[i]) {
+          f[i] = j;
+          break;
+        }
+    }
+  }
+  return first;
+}
+
+// A block of queries [i0, i1) and the keys [j0, i1) that any of them may see.
+struct Block {
+  int64_t i0, i1, j0;
+};
+
+inline Block query_block(const int64_t* first, int64_t i0, int64_t T) {
+  const int64_t i1 = std::min(T, i0 + kQueryBlock);
+  return {i0, i1, *std::min_element(first + i0, first + i1)};
+}
+
+// Masks out, in a row of scores over keys [j0, j0 + L), the keys query i may not see: later
+// positions and other segments.
+template <typename T>
+inline void mask_row(T* row, const int32_t* seg, int64_t i, int64_t j0, int64_t L) {
   const int32_t s = seg[i];
-  for (int64_t j = 0; j <= i; ++j)
-    if (seg[j] == s) idx[cnt++] = int32_t(j);
-  return cnt;
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  for (int64_t jj = 0; jj < L; ++jj) {
+    const int64_t j = j0 + jj;
+    row[jj] = (j > i || seg[j] != s) ? neg_inf : row[jj];
+  }
 }
 
 }  // namespace
 
 // qkv (B*T, (Hq+2*Hkv)*D), segment_ids (B*T) -> out (B*T, Hq*D), lse (B*T, Hq)
-// Work is split over (batch, query head); each task costs the same.
+// Work is split over (batch, query head); every task costs the same.
 template <typename T>
 void attention_forward(T* out, T* lse, const T* qkv, const int32_t* segment_ids, int64_t B,
                        int64_t Tlen, int64_t Hq, int64_t Hkv, int64_t D) {
   check_heads(Hq, Hkv, D);
-  const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv;
+  const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
-  const int max_threads = omp_get_max_threads();
-  std::vector<T> scratch(size_t(max_threads) * (Tlen + D));
-  std::vector<int32_t> visible(size_t(max_threads) * Tlen);
+  const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
+  const int64_t tile_size = kQueryBlock * Tlen;
+  std::vector<T> tiles(size_t(omp_get_max_threads()) * tile_size);
 #pragma omp parallel
   {
-    const int t = omp_get_thread_num();
-    T* p = scratch.data() + t * (Tlen + D);
-    T* acc = p + Tlen;
-    int32_t* idx = visible.data() + t * Tlen;
+    T* tile = tiles.data() + omp_get_thread_num() * tile_size;
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < Hq; ++h) {
         const int64_t g = h / group;
         const T* rows = qkv + b * Tlen * S;
-        const T* kbase = rows + (Hq + g) * D;
-        const T* vbase = rows + (Hq + Hkv + g) * D;
         const int32_t* seg = segment_ids + b * Tlen;
-        for (int64_t i = 0; i < Tlen; ++i) {
-          const T* q = rows + i * S + h * D;
-          const int64_t cnt = visible_keys(idx, seg, i);
-          T m = -std::numeric_limits<T>::infinity();
-          for (int64_t c = 0; c < cnt; ++c) {
-            p[c] = detail::dot(q, kbase + idx[c] * S, D) * scale;
-            m = std::max(m, p[c]);
-          }
-          const T sum = detail::exp_shift_sum(p, cnt, m);
-          std::fill_n(acc, D, T(0));
-          for (int64_t c = 0; c < cnt; ++c) detail::axpy(acc, p[c], vbase + idx[c] * S, D);
-          const int64_t n = b * Tlen + i;
-          T* o = out + n * Hq * D + h * D;
-          const T inv = T(1) / sum;
+        for (int64_t i0 = 0; i0 < Tlen; i0 += kQueryBlock) {
+          const Block blk = query_block(first.data() + b * Tlen, i0, Tlen);
+          const int64_t m = blk.i1 - blk.i0, L = blk.i1 - blk.j0;
+          // tile (m, L) = scale * Q[i0:i1] . K[j0:i1]^T
+          gemm<T>(false, true, m, L, D, scale, rows + blk.i0 * S + h * D, S,
+                  rows + blk.j0 * S + (Hq + g) * D, S, T(0), tile, L);
+          for (int64_t r = 0; r < m; ++r) {
+            T* row = tile + r * L;
+            const int64_t i = blk.i0 + r;
+            mask_row(row, seg, i, blk.j0, L);
+            const T mx = detail::max_of(row, L);
+            const T sum = detail::exp_shift_sum(row, L, mx);
+            const T inv = T(1) / sum;
 #pragma omp simd
-          for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
-          lse[n * Hq + h] = m + std::log(sum);
+            for (int64_t jj = 0; jj < L; ++jj) row[jj] *= inv;
+            lse[(b * Tlen + i) * Hq + h] = mx + std::log(sum);
+          }
+          // out[i0:i1] = P . V[j0:i1]
+          gemm<T>(false, false, m, D, L, T(1), tile, L, rows + blk.j0 * S + (Hq + Hkv + g) * D, S,
+                  T(0), out + (b * Tlen + blk.i0) * OS + h * D, OS);
         }
       }
   }
 }
 
 // dout (B*T, Hq*D) -> dqkv (B*T, (Hq+2*Hkv)*D) =
-// With p_ij = exp(s_ij - lse_i), D_i = dout_i . out_i and ds_ij = p_ij (dout_i . v_j - D_i):
-// dv_j += p_ij dout_i, dq_i += scale ds_ij k_j, dk_j += scale ds_ij q_i.
-// Work is split over (batch, kv head): a task owns that head's dk, dv and the dq of its query
-// group, so no two threads write the same element and each sum runs in a fixed order.
+// With P = exp(scale Q.K^T - lse) (masked), D_i = dout_i . out_i, dS = P * (dout.V^T - D_i):
+// dV += P^T dout, dQ += scale dS K, dK += scale dS^T Q.
+// Work is split over (batch, kv head): a task owns that head's dK, dV and the dQ of its query
+// group, so no two threads write the same element and every sum runs in a fixed order.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, const T* qkv,
                         const int32_t* segment_ids, int64_t B, int64_t Tlen, int64_t Hq,
                         int64_t Hkv, int64_t D) {
   check_heads(Hq, Hkv, D);
-  const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv;
+  const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
-  const int max_threads = omp_get_max_threads();
-  std::vector<T> scratch(size_t(max_threads) * Tlen);
-  std::vector<int32_t> visible(size_t(max_threads) * Tlen);
+  const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
+  const int64_t tile_size = kQueryBlock * Tlen;
+  std::vector<T> tiles(size_t(omp_get_max_threads()) * 2 * tile_size);
 #pragma omp parallel
   {
-    const int t = omp_get_thread_num();
-    T* p = scratch.data() + t * Tlen;
-    int32_t* idx = visible.data() + t * Tlen;
+    T* p = tiles.data() + omp_get_thread_num() * 2 * tile_size;
+    T* ds = p + tile_size;
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t g = 0; g < Hkv; ++g) {
         const T* rows = qkv + b * Tlen * S;
         T* drows = dqkv + b * Tlen * S;
-        const T* kbase = rows + (Hq + g) * D;
-        const T* vbase = rows + (Hq + Hkv + g) * D;
-        T* dkbase = drows + (Hq + g) * D;
-        T* dvbase = drows + (Hq + Hkv + g) * D;
+        const int64_t koff = (Hq + g) * D, voff = (Hq + Hkv + g) * D;
         for (int64_t i = 0; i < Tlen; ++i) {
           std::fill_n(drows + i * S + g * group * D, group * D, T(0));
-          std::fill_n(dkbase + i * S, D, T(0));
-          std::fill_n(dvbase + i * S, D, T(0));
+          std::fill_n(drows + i * S + koff, D, T(0));
+          std::fill_n(drows + i * S + voff, D, T(0));
         }
         const int32_t* seg = segment_ids + b * Tlen;
         for (int64_t h = g * group; h < (g + 1) * group; ++h)
-          for (int64_t i = 0; i < Tlen; ++i) {
-            const int64_t n = b * Tlen + i;
-            const T* q = rows + i * S + h * D;
-            T* dq = drows + i * S + h * D;
-            const T* doi = dout + n * Hq * D + h * D;
-            const T Di = detail::dot(doi, out + n * Hq * D + h * D, D);
-            const int64_t cnt = visible_keys(idx, seg, i);
-            for (int64_t c = 0; c < cnt; ++c) p[c] = detail::dot(q, kbase + idx[c] * S, D) * scale;
-            detail::exp_shift_sum(p, cnt, lse[n * Hq + h]);
-            for (int64_t c = 0; c < cnt; ++c) {
-              const int64_t off = idx[c] * S;
-              const T dp = detail::dot(doi, vbase + off, D);
-              const T ds = p[c] * (dp - Di) * scale;
-              detail::axpy(dvbase + off, p[c], doi, D);
-              detail::axpy(dq, ds, kbase + off, D);
-              detail::axpy(dkbase + off, ds, q, D);
+          for (int64_t i0 = 0; i0 < Tlen; i0 += kQueryBlock) {
+            const Block blk = query_block(first.data() + b * Tlen, i0, Tlen);
+            const int64_t m = blk.i1 - blk.i0, L = blk.i1 - blk.j0;
+            const T* q = rows + blk.i0 * S + h * D;
+            const T* k = rows + blk.j0 * S + koff;
+            const T* v = rows + blk.j0 * S + voff;
+            const T* dO = dout + (b * Tlen + blk.i0) * OS + h * D;
+            const T* O = out + (b * Tlen + blk.i0) * OS + h * D;
+            // p (m, L) = exp(scale * Q . K^T - lse), 0 where masked
+            gemm<T>(false, true, m, L, D, scale, q, S, k, S, T(0), p, L);
+            for (int64_t r = 0; r < m; ++r) {
+              mask_row(p + r * L, seg, blk.i0 + r, blk.j0, L);
+              detail::exp_shift_sum(p + r * L, L, lse[(b * Tlen + blk.i0 + r) * Hq + h]);
             }
+            // dV[j0:i1] += P^T . dO
+            gemm<T>(true, false, L, D, m, T(1), p, L, dO, OS, T(1), drows + blk.j0 * S + voff, S);
+            // ds (m, L) = scale * P * (dO . V^T - D_i)
+            gemm<T>(false, true, m, L, D, T(1), dO, OS, v, S, T(0), ds, L);
+            for (int64_t r = 0; r < m; ++r) {
+              const T Di = detail::dot(dO + r * OS, O + r * OS, D);
+              const T* pr = p + r * L;
+              T* dr = ds + r * L;
+#pragma omp simd
+              for (int64_t jj = 0; jj < L; ++jj) dr[jj] = scale * pr[jj] * (dr[jj] - Di);
+            }
+            // dQ[i0:i1] += dS . K;  dK[j0:i1] += dS^T . Q
+            gemm<T>(false, false, m, D, L, T(1), ds, L, k, S, T(1), drows + blk.i0 * S + h * D, S);
+            gemm<T>(true, false, L, D, m, T(1), ds, L, q, S, T(1), drows + blk.j0 * S + koff, S);
           }
       }
   }
