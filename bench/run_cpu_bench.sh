@@ -25,11 +25,19 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 RESULTS_DIR=${RESULTS_DIR:-$BUILD_DIR/bench-results}
 JOBS=${JOBS:-2}
 
-if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-fi
-cmake --build "$BUILD_DIR" -j "$JOBS" --target lyre-bench-train >/dev/null
+build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
+{
+  if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target lyre-bench-train
+} >"$build_log" 2>&1 || { cat "$build_log" >&2; echo "run_cpu_bench: build failed" >&2; exit 1; }
 bench="$BUILD_DIR/bin/lyre-bench-train"
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
+if [[ "$build_type" != Release ]]; then
+  echo "run_cpu_bench: warning: $BUILD_DIR is a '$build_type' build, not Release" >&2
+fi
 
 if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   echo "run_cpu_bench: $PYTHON cannot import torch; install Debian's python3-torch (scripts/install-deps.sh --bench)" >&2

@@ -4,8 +4,6 @@
 // Tolerance: max|float - double| / max|double| < 1e-5 (observed: 7e-8..7e-7).
 #include <catch2/catch.hpp>
 
-#include <cstdio>
-#include <cstdlib>
 #include <vector>
 
 #include "layer_test_util.hpp"
@@ -26,7 +24,6 @@ std::vector<double> input(size_t n, uint32_t seed, double lo = -1, double hi = 1
 void check_agree(const char* what, const std::vector<float>& f, const std::vector<double>& d) {
   const double err = rel_error(f, d);
   INFO(what << ": float vs double relative error " << err);
-  if (std::getenv("LYRE_TEST_VERBOSE")) std::printf("%-40s %.3g\n", what, err);
   CHECK(err < kTol);
 }
 

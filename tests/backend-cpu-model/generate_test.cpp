@@ -87,8 +87,11 @@ TEST_CASE("greedy generate in float picks a maximal logit of the full recompute"
   }
 }
 
-TEST_CASE("full-recompute logits agree with the fused head's logp") {
-  LlamaModel<double> model(tiny_config(false));
+TEST_CASE("full-recompute logits agree with the fused head's logp, whatever rms_norm_eps is") {
+  // Generation (logits) and training (the fused head) must apply the same final RMSNorm.
+  const char* eps = GENERATE("1e-6", "1e-5");
+  INFO("rms_norm_eps " << eps);
+  LlamaModel<double> model(tiny_config(false, eps));
   init_weights(model, 63);
   const HostBatch batch = packed_batch();
   std::vector<double> logits(batch.tokens.size() * 13), logp(batch.tokens.size());

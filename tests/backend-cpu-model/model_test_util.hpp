@@ -15,19 +15,21 @@ namespace lyre::cpu::test {
 
 // 2 layers, GQA (4 query heads over 2 kv heads), head_dim 4 != hidden/heads, llama3 rope
 // scaling whose band cuts between the two frequencies of a head, and an HF key we ignore.
-inline std::string tiny_config_json(bool tied) {
+inline std::string tiny_config_json(bool tied, const char* rms_norm_eps = "1e-5") {
   return std::string(R"({
     "model_type": "llama", "architectures": ["LlamaForCausalLM"], "torch_dtype": "float32",
     "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2,
     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 4,
-    "vocab_size": 13, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    "vocab_size": 13, "max_position_embeddings": 64, "rope_theta": 10000.0,
     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
     "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "bos_token_id": 1,
-    "tie_word_embeddings": )") + (tied ? "true" : "false") + "}";
+    "rms_norm_eps": )") + rms_norm_eps + ", \"tie_word_embeddings\": " + (tied ? "true" : "false") + "}";
 }
 
-inline LlamaConfig tiny_config(bool tied) { return parse_llama_config(tiny_config_json(tied)); }
+inline LlamaConfig tiny_config(bool tied, const char* rms_norm_eps = "1e-5") {
+  return parse_llama_config(tiny_config_json(tied, rms_norm_eps));
+}
 
 // Writes seeded weights (as double, so float and double models can share them): matrices and
 // embeddings normal with std 0.5, norm weights 1 + 0.2 * normal.

@@ -16,9 +16,10 @@
 namespace lyre::cpu {
 namespace {
 
-// The header passes no epsilon for the final norm; this is Llama's rms_norm_eps of the
-// Llama 2/3 checkpoints. TODO(contract): take eps as a parameter.
-constexpr double kFinalNormEps = 1e-5;
+// layers.hpp passes no epsilon for the final norm, so this is fixed at transformers'
+// LlamaConfig default (and bench/llama_d512.json's) rms_norm_eps. Checkpoints with another
+// rms_norm_eps (Llama 2/3: 1e-5) need it passed in: logprob_head_forward should take `T eps`.
+constexpr double kFinalNormEps = 1e-6;
 
 // The rows with a target, in order. Throws for a target >= V.
 std::vector<int64_t> rows_with_target(const int32_t* targets, int64_t N, int64_t V) {
@@ -42,7 +43,7 @@ void check_chunk(int64_t chunk_rows) {
 
 }  // namespace
 
-// Workspace (elements of T): logits (chunk_rows, V), normed (chunk_rows, C), dnormed (chunk_rows, C).
+// Workspace, in elements of T: logits (chunk_rows, V), normed and dnormed (chunk_rows, C) each.
 int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V) {
   return chunk_rows * (V + 2 * C);
 }

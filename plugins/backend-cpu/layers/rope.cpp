@@ -13,7 +13,8 @@ std::vector<double> rope_inv_freq(int64_t head_dim, double theta, const RopeScal
   if (head_dim <= 0 || head_dim % 2 != 0)
     throw std::invalid_argument("rope: head_dim must be positive and even, got " +
                                 std::to_string(head_dim));
-  if (!(theta > 0)) throw std::invalid_argument("rope: theta must be positive, got " + std::to_string(theta));
+  if (!(theta > 0))
+    throw std::invalid_argument("rope: theta must be positive, got " + std::to_string(theta));
   const int64_t half = head_dim / 2;
   std::vector<double> inv_freq(half);
   for (int64_t i = 0; i < half; ++i)
