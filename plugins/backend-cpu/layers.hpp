@@ -105,13 +105,15 @@ void swiglu_backward(T* dgu, const T* dout, const T* gu, int64_t N, int64_t F);
 // logp[n] = log_softmax(rmsnorm(x[n]) . head^T)[targets[n]], 0 where targets[n] < 0.
 // Works through the rows with a valid target in chunks of `chunk_rows`, so at most
 // chunk_rows*V logits exist at a time (in `workspace`, size >= logprob_head_workspace(...)).
-// Saves rstd (N) and lse (N) for backward. Throws std::out_of_range for a target >= V.
+// Saves rstd (N) and lse (N) for backward. eps is the final RMSNorm's (config rms_norm_eps).
+// Throws std::out_of_range for a target >= V.
 int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V);
 template <typename T>
 void logprob_head_forward(T* logp, T* rstd, T* lse, const T* x, const T* norm_weight,
                           const T* head, const int32_t* targets, int64_t N, int64_t C, int64_t V,
-                          int64_t chunk_rows, T* workspace);
-// dlogp (N) -> dx (N,C) = (overwritten; 0 for rows without a target), dnorm_weight (C) +=,
+                          int64_t chunk_rows, T* workspace, double eps);
+// dlogp (N) -> dx (N,C) = (overwritten; 0 for rows without a target), dnorm_weight (C) += (may be
+// nullptr when the norm is frozen),
 // dhead (V,C) += (dhead may be nullptr when the head is frozen). Recomputes each chunk's
 // logits: dlogits = dlogp * (onehot(target) - softmax).
 template <typename T>

@@ -26,8 +26,9 @@ void host_log(int32_t, const char*, const char*) {}
 LyreError* host_all_reduce(float*, size_t, int32_t) { return nullptr; }
 LyreError* host_broadcast(void*, size_t, int32_t) { return nullptr; }
 
-const LyreHostApi kHost = {sizeof(LyreHostApi), LYRE_ABI_MAJOR, LYRE_ABI_MINOR, host_error_new,
-                           host_log, 0, 1, host_all_reduce, host_broadcast};
+// Mutable: a test plays a second rank by changing world_size and the all-reduce.
+LyreHostApi g_host = {sizeof(LyreHostApi), LYRE_ABI_MAJOR, LYRE_ABI_MINOR, host_error_new,
+                      host_log, 0, 1, host_all_reduce, host_broadcast};
 
 const LyrePluginApi& plugin_api() {
   static const LyrePluginApi* api = [] {
@@ -36,7 +37,7 @@ const LyrePluginApi& plugin_api() {
     if (lib == nullptr) throw std::runtime_error("cannot load " + path + ": " + dlerror());
     auto init = reinterpret_cast<LyrePluginInitFn>(dlsym(lib, LYRE_PLUGIN_ENTRY_SYMBOL));
     if (init == nullptr) throw std::runtime_error(path + " has no " LYRE_PLUGIN_ENTRY_SYMBOL);
-    return init(&kHost);
+    return init(&g_host);
   }();
   return *api;
 }
@@ -187,9 +188,16 @@ TEST_CASE("the plugin describes itself and scores by CPU features") {
 
   auto info = args_of<LyreBackend_DeviceInfo_Args>();
   CHECK(outcome(api.backend->device_info(&info)) == "");
-  CHECK_THAT(info.name, Catch::StartsWith("cpu: ") && Catch::EndsWith("avx2+fma"));
+  CHECK_THAT(info.name, Catch::StartsWith("cpu: ") && (Catch::EndsWith("avx2+fma") || Catch::Contains("avx512f")));
   CHECK(info.memory_total_bytes > 0);
   CHECK(info.peak_flops > 0);
+  const uint64_t used_before = info.memory_used_bytes;
+  {
+    PluginModel pm(tiny_config_json(false));
+    CHECK(outcome(api.backend->device_info(&info)) == "");
+    CHECK(info.memory_used_bytes >= used_before + 2 * 4 * 1592);  // weights and gradients
+    CHECK(info.memory_peak_bytes >= info.memory_used_bytes);
+  }
   info.device_index = 1;
   CHECK_THAT(outcome(api.backend->device_info(&info)), Catch::StartsWith("2: "));  // NOT_FOUND
 }
@@ -309,6 +317,27 @@ TEST_CASE("forward, backward and generate through the table equal the C++ model'
   CHECK(out_len == std::vector<int32_t>{5, 5});
   g.max_new_tokens = 4;
   CHECK_THAT(outcome(PluginModel::api().generate(&g)), Catch::Contains("out_tokens"));
+
+  // Gradients reduce over ranks through the host in one call; one rank leaves them alone.
+  std::vector<float> g3(64, 0.5f);
+  REQUIRE(pm.write(3, g3.data(), kF32, {8, 8}, LYRE_TENSOR_GRAD) == "");
+  auto ar = args_of<LyreBackend_AllReduceGradients_Args>();
+  ar.model = pm.get();
+  REQUIRE(outcome(plugin_api().backend->all_reduce_gradients(&ar)) == "");
+  CHECK(pm.read(3, {8, 8}, LYRE_TENSOR_GRAD) == g3);
+  g_host.world_size = 2;
+  static size_t reduced = 0;
+  g_host.all_reduce_f32 = [](float* data, size_t count, int32_t op) -> LyreError* {
+    reduced = count;
+    for (size_t i = 0; i < count; ++i) data[i] *= 2;  // the other rank holds the same
+    return op == LYRE_REDUCE_SUM ? nullptr : host_error_new(LYRE_ERROR_INTERNAL, "not a sum");
+  };
+  const std::string reduce_result = outcome(plugin_api().backend->all_reduce_gradients(&ar));
+  g_host.world_size = 1;
+  g_host.all_reduce_f32 = host_all_reduce;
+  CHECK(reduce_result == "");
+  CHECK(reduced == static_cast<size_t>(ref.num_parameters()));
+  CHECK(pm.read(3, {8, 8}, LYRE_TENSOR_GRAD) == std::vector<float>(64, 1.0f));
 
   auto st = args_of<LyreModel_Stats_Args>();
   st.model = pm.get();

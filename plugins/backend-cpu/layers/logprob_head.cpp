@@ -16,11 +16,6 @@
 namespace lyre::cpu {
 namespace {
 
-// layers.hpp passes no epsilon for the final norm, so this is fixed at transformers'
-// LlamaConfig default (and bench/llama_d512.json's) rms_norm_eps. Checkpoints with another
-// rms_norm_eps (Llama 2/3: 1e-5) need it passed in: logprob_head_forward should take `T eps`.
-constexpr double kFinalNormEps = 1e-6;
-
 // The rows with a target, in order. Throws for a target >= V.
 std::vector<int64_t> rows_with_target(const int32_t* targets, int64_t N, int64_t V) {
   std::vector<int64_t> rows;
@@ -53,7 +48,7 @@ int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V) {
 template <typename T>
 void logprob_head_forward(T* logp, T* rstd, T* lse, const T* x, const T* norm_weight,
                           const T* head, const int32_t* targets, int64_t N, int64_t C, int64_t V,
-                          int64_t chunk_rows, T* workspace) {
+                          int64_t chunk_rows, T* workspace, double eps) {
   check_chunk(chunk_rows);
   const std::vector<int64_t> rows = rows_with_target(targets, N, V);
   for (int64_t n = 0; n < N; ++n)
@@ -67,7 +62,7 @@ void logprob_head_forward(T* logp, T* rstd, T* lse, const T* x, const T* norm_we
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; ++r)
       rstd[chunk[r]] = detail::rmsnorm_row_forward(normed + r * C, x + chunk[r] * C, norm_weight,
-                                                   C, T(kFinalNormEps));
+                                                   C, T(eps));
     gemm<T>(false, true, m, V, C, T(1), normed, C, head, C, T(0), logits, V);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; ++r) {
@@ -141,10 +136,10 @@ void logprob_head_backward(T* dx, T* dnorm_weight, T* dhead, const T* dlogp, con
 
 template void logprob_head_forward<float>(float*, float*, float*, const float*, const float*,
                                           const float*, const int32_t*, int64_t, int64_t, int64_t,
-                                          int64_t, float*);
+                                          int64_t, float*, double);
 template void logprob_head_forward<double>(double*, double*, double*, const double*,
                                            const double*, const double*, const int32_t*, int64_t,
-                                           int64_t, int64_t, int64_t, double*);
+                                           int64_t, int64_t, int64_t, double*, double);
 template void logprob_head_backward<float>(float*, float*, float*, const float*, const float*,
                                            const float*, const float*, const int32_t*,
                                            const float*, const float*, int64_t, int64_t, int64_t,

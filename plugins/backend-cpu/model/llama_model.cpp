@@ -225,7 +225,7 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
   if (mode == ForwardMode::no_grad) {
     trunk_nograd(b, s);
     logprob_head_forward(logp, s.head_rstd, s.head_lse, s.resid, final_norm, head_weight(),
-                         b.targets, N, d, V, chunk, head_workspace_.data());
+                         b.targets, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
     return;
   }
 
@@ -253,7 +253,7 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
                   LayerIO{sv.x_in, sv.qkv, sv.att, sv.lse, sv.x_mid, sv.gu, x_out}, s, attend);
   }
   logprob_head_forward(logp, fin.head_rstd, fin.head_lse, fin.x, final_norm, head_weight(),
-                       ids + N, N, d, V, chunk, head_workspace_.data());
+                       ids + N, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
   saved_rows_ = b.rows;
   saved_cols_ = b.cols;
   pending_backward_ = true;

@@ -84,7 +84,9 @@ class LlamaModel {
   struct LayerIndex {
     size_t input_norm, q, k, v, o, post_norm, gate, up, down;
   };
-  // Pointers into scratch_ for `rows` tokens (see scratch_layout()).
+  // Pointers into scratch_ for `rows` tokens: what a no_grad forward, a train forward's
+  // recomputed pieces and a backward's gradients use; shared because they never overlap.
+  // In backward, qkv/att/gu hold dqkv/datt/dgu and resid holds d(residual).
   struct Scratch {
     T *resid, *norm_out, *dnorm, *rstd, *qkv, *att, *lse, *gu, *h, *dh, *head_rstd, *head_lse;
   };
