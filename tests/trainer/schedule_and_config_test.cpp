@@ -132,7 +132,7 @@ TEST_CASE("run artifacts that are not built yet are refused, not ignored") {
   CHECK_THAT(parse_error(c), Catch::Matchers::Contains("\"tensorboard_dir\" is not supported yet"));
 }
 
-TEST_CASE("--set overrides nested keys with JSON values or strings") {
+TEST_CASE("command-line overrides (--set) reach nested keys with JSON values or strings") {
   auto c = minimal_config();
   lyre::apply_override(c, "steps=25");
   lyre::apply_override(c, "optimizer.learning_rate=3e-4");
