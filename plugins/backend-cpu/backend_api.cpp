@@ -9,6 +9,7 @@
 #include <string>
 
 #include "lyre/plugin.hpp"
+#include "model/peak_flops.hpp"
 #include "model/llama_model.hpp"
 #include "model/memory_tracker.hpp"
 
@@ -35,30 +36,6 @@ LyreError* score(LyreBackend_Score_Args* args) {
   });
 }
 
-// The fastest clock the CPU states, in Hz: cpufreq's cpuinfo_max_freq (kHz) where the kernel
-// exposes it, else the highest "cpu MHz" of /proc/cpuinfo (the current clock, which under a
-// hypervisor is usually the nominal one). 0 when neither is readable.
-double max_clock_hz() {
-  if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", "r")) {
-    double khz = 0;
-    const int n = std::fscanf(f, "%lf", &khz);
-    std::fclose(f);
-    if (n == 1 && khz > 0) return khz * 1e3;
-  }
-  double mhz = 0;
-  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {
-    char line[512];
-    while (std::fgets(line, sizeof line, f)) {
-      if (std::strncmp(line, "cpu MHz", 7) != 0) continue;
-      const char* colon = std::strchr(line, ':');
-      double v = 0;
-      if (colon && std::sscanf(colon + 1, "%lf", &v) == 1) mhz = std::max(mhz, v);
-    }
-    std::fclose(f);
-  }
-  return mhz * 1e6;
-}
-
 LyreError* device_info(LyreBackend_DeviceInfo_Args* args) {
   return plugin::guard([&] {
     plugin::require_struct(args, offsetof(LyreBackend_DeviceInfo_Args, peak_flops) + sizeof(double),
@@ -67,9 +44,8 @@ LyreError* device_info(LyreBackend_DeviceInfo_Args* args) {
       throw plugin::Error(LYRE_ERROR_NOT_FOUND, "backend-cpu has one device (0), asked for " +
                                                     std::to_string(args->device_index));
     const int threads = omp_get_max_threads();
-    // oneDNN's GEMMs run on the widest vector unit the CPU has, so the peak counts its lanes.
+    // oneDNN's GEMMs run on the widest vector unit the CPU has; the peak is measured on it.
     const bool avx512 = __builtin_cpu_supports("avx512f");
-    const double fp32_lanes = avx512 ? 16.0 : 8.0;
     static std::string name;  // "valid until the library is unloaded": the latest answer
     name = "cpu: " + std::to_string(threads) + (threads == 1 ? " thread" : " threads") +
            (avx512 ? ", avx512f (oneDNN GEMMs)" : ", avx2+fma");
@@ -80,10 +56,9 @@ LyreError* device_info(LyreBackend_DeviceInfo_Args* args) {
     const MemoryUsage used = memory_usage();
     args->memory_used_bytes = static_cast<uint64_t>(used.current);
     args->memory_peak_bytes = static_cast<uint64_t>(used.peak);
-    // fp32 dense peak: per thread (taken as one core) 2 FMA units x lanes x 2 FLOP per FMA
-    // (32 FLOP/cycle with AVX2, 64 with AVX-512), at the stated clock. A CPU that boosts above
-    // the clock it states, or splits 512-bit FMAs in two, makes this an approximation.
-    args->peak_flops = static_cast<double>(threads) * 2.0 * fp32_lanes * 2.0 * max_clock_hz();
+    // fp32 dense peak, measured (model/peak_flops.hpp): the reported clock of a VM is its base
+    // clock, so cores x FLOP/cycle x clock understates a boosting CPU and MFU would exceed 100%.
+    args->peak_flops = measured_peak_flops(threads);
   });
 }
 
