@@ -102,15 +102,15 @@ Batch Dataloader::batch(int64_t epoch, int64_t index) const {
     const Sample& sample = (*dataset_)[indices[row]];
     const int64_t length = static_cast<int64_t>(sample.ids.size());
     const size_t base = row * static_cast<size_t>(T);
-    for (int64_t t = 0; t < T && t < length; ++t) {
+    // The last id (EOS) is only ever a target: as an input it would predict nothing and cost a
+    // row position, so a record of n ids fills n - 1 positions.
+    for (int64_t t = 0; t < T && t + 1 < length; ++t) {
       const size_t at = base + static_cast<size_t>(t);
       out.tokens[at] = sample.ids[static_cast<size_t>(t)];
       out.positions[at] = static_cast<int32_t>(t);
       out.segment_ids[at] = 1;
-      if (t + 1 < length) {
-        out.targets[at] = sample.ids[static_cast<size_t>(t + 1)];
-        out.loss_mask[at] = sample.trained[static_cast<size_t>(t + 1)];
-      }
+      out.targets[at] = sample.ids[static_cast<size_t>(t + 1)];
+      out.loss_mask[at] = sample.trained[static_cast<size_t>(t + 1)];
     }
   }
   return out;

@@ -15,7 +15,7 @@ namespace lyre {
 
 struct DataloaderOptions {
   int64_t per_device_batch_size = 8;
-  int64_t seq_len = 0;     // row length T: inputs are ids[0..T), targets ids[1..T+1)
+  int64_t seq_len = 0;     // row length T: a record of n ids needs T >= n - 1 to fit whole
   bool shuffle = true;
   bool drop_last = true;   // drop the epoch's last incomplete global batch
   uint64_t seed = 0;
@@ -41,9 +41,10 @@ class Dataloader {
   // Sample indices (into the dataset) of batch `index` of `epoch` for this rank; -1 for a
   // padding-only row. Pure function of (options, epoch, index).
   std::vector<int64_t> batch_indices(int64_t epoch, int64_t index) const;
-  // Builds that batch: row b holds sample ids[0..T) as tokens, ids[1..T+1) as targets (-1 past
-  // the sample's end), positions 0.., segment_ids 1 on real tokens and 0 on padding, loss_mask
-  // from Sample::trained of the target token.
+  // Builds that batch: row b holds a sample of n ids as tokens ids[0..min(n-1, T)) and targets
+  // ids[1..]: every real position predicts something (the final EOS is a target, never an
+  // input). positions 0.., segment_ids 1 on real tokens and 0 on padding (targets -1 there),
+  // loss_mask from Sample::trained of the target token.
   Batch batch(int64_t epoch, int64_t index) const;
 
   // Iteration: start_epoch(e) then next() until it returns nullopt.

@@ -70,25 +70,26 @@ TEST_CASE("a batch lays out tokens, targets, positions, segments and loss mask")
   REQUIRE(b.size() == 18);
   CHECK(b.num_samples == 2);
 
-  // Row 0: ids [BOS a b c EOS], only c and EOS trained, one padding column.
-  // Row 1: ids [BOS h e l l o EOS] is one id longer than a row can show as targets need.
+  // Row 0: ids [BOS a b c EOS], only c and EOS trained; EOS is a target, never an input, so
+  //        4 positions hold data and 2 are padding.
+  // Row 1: ids [BOS h e l l o EOS] fills the row exactly: 6 inputs, 6 targets.
   // Row 2: no sample, all padding.
-  const std::vector<int32_t> tokens = {kBos, 'a', 'b', 'c', kEos, kPad,  //
+  const std::vector<int32_t> tokens = {kBos, 'a', 'b', 'c', kPad, kPad,  //
                                        kBos, 'h', 'e', 'l', 'l', 'o',    //
                                        kPad, kPad, kPad, kPad, kPad, kPad};
   const std::vector<int32_t> targets = {'a', 'b', 'c', kEos, -1, -1,  //
                                         'h', 'e', 'l', 'l', 'o', kEos,  //
                                         -1, -1, -1, -1, -1, -1};
-  const std::vector<int32_t> positions = {0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0};
-  const std::vector<int32_t> segments = {1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+  const std::vector<int32_t> positions = {0, 1, 2, 3, 0, 0, 0, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0};
+  const std::vector<int32_t> segments = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
   const std::vector<int32_t> loss_mask = {0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
   CHECK(b.tokens == tokens);
   CHECK(b.targets == targets);
   CHECK(b.positions == positions);
   CHECK(b.segment_ids == segments);
   CHECK(b.loss_mask == loss_mask);
-  CHECK(b.num_tokens() == 11);
-  CHECK(b.num_target_tokens() == 10);
+  CHECK(b.num_tokens() == 10);
+  CHECK(b.num_target_tokens() == 10);  // every real input predicts something
 }
 
 TEST_CASE("a sample longer than the row shows its first T ids and the next T as targets") {
