@@ -17,17 +17,6 @@ why. Folders are searched in order: $LYRE_PLUGIN_PATH (':'-separated), then the 
 the lyre binary and the install prefix; the first file of a name wins.
 )";
 
-std::string slot_list(uint32_t slots) {
-  static const std::pair<uint32_t, const char*> names[] = {
-      {LYRE_SLOT_BACKEND, "backend"},     {LYRE_SLOT_MODEL, "model"},
-      {LYRE_SLOT_OPTIMIZER, "optimizer"}, {LYRE_SLOT_OBJECTIVE, "objective"},
-      {LYRE_SLOT_CHECKPOINTER, "checkpointer"}};
-  std::string s;
-  for (const auto& n : names) {
-    if (slots & n.first) s += (s.empty() ? "" : ", ") + std::string(n.second);
-  }
-  return s.empty() ? "none" : s;
-}
 
 }  // namespace
 
@@ -49,7 +38,7 @@ void print_plugin_reports(std::ostream& out, const std::vector<std::string>& sea
     out << "  name:        " << r.name << "\n";
     out << "  version:     " << r.version << "\n";
     if (!r.description.empty()) out << "  description: " << r.description << "\n";
-    out << "  slots:       " << slot_list(r.slots) << "\n";
+    out << "  slots:       " << slot_names(r.slots) << "\n";
     out << "  ABI:         " << r.abi_major << "." << r.abi_minor << "\n";
     if (r.is_backend) {
       out << "  score:       " << r.score;

@@ -380,17 +380,6 @@ PluginRegistry PluginRegistry::discover(const std::vector<std::string>& dirs) {
 
 namespace {
 
-std::string slot_names(uint32_t slots) {
-  static const std::pair<uint32_t, const char*> names[] = {
-      {LYRE_SLOT_BACKEND, "backend"},     {LYRE_SLOT_MODEL, "model"},
-      {LYRE_SLOT_OPTIMIZER, "optimizer"}, {LYRE_SLOT_OBJECTIVE, "objective"},
-      {LYRE_SLOT_CHECKPOINTER, "checkpointer"}};
-  std::string s;
-  for (const auto& n : names) {
-    if (slots & n.first) s += (s.empty() ? "" : ", ") + std::string(n.second);
-  }
-  return s.empty() ? "none" : s;
-}
 
 // "Files rejected:" lines for an error message; empty when every file loaded.
 std::string rejected_files(const std::vector<PluginReport>& reports) {
@@ -497,6 +486,18 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::objective(const std::string& name)
   throw std::runtime_error("no objective named '" + name + "'." +
                            (found.empty() ? std::string("\nObjectives found: none") : "\nObjectives found:" + found) +
                            rejected_files(reports_) + search_path(dirs_));
+}
+
+std::string slot_names(uint32_t slots) {
+  static const std::pair<uint32_t, const char*> names[] = {
+      {LYRE_SLOT_BACKEND, "backend"},     {LYRE_SLOT_MODEL, "model"},
+      {LYRE_SLOT_OPTIMIZER, "optimizer"}, {LYRE_SLOT_OBJECTIVE, "objective"},
+      {LYRE_SLOT_CHECKPOINTER, "checkpointer"}};
+  std::string s;
+  for (const auto& n : names) {
+    if (slots & n.first) s += (s.empty() ? "" : ", ") + std::string(n.second);
+  }
+  return s.empty() ? "none" : s;
 }
 
 }  // namespace lyre

@@ -50,6 +50,9 @@ struct PluginReport {
   std::string score_reason;
 };
 
+// "backend, model, optimizer" for a LyreSlot bit mask; "none" for 0.
+std::string slot_names(uint32_t slots);
+
 class PluginRegistry {
  public:
   // $LYRE_PLUGIN_PATH (':'-separated) first, then <exe dir>/../lib/lyre/plugins, then
