@@ -19,6 +19,7 @@ numerator and denominator.
 Run with Debian's interpreter (/usr/bin/python3), where python3-torch lives.
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -174,6 +175,20 @@ def loaded_blas():
     return ", ".join(resolved)
 
 
+def openblas_core():
+    """The kernel set OpenBLAS chose for this CPU (OPENBLAS_CORETYPE overrides it), or None."""
+    with open("/proc/self/maps") as f:
+        libs = {line.split()[-1] for line in f if "libopenblas" in line.split()[-1]}
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="Hugging Face config.json of a Llama model")
@@ -241,6 +256,7 @@ def main():
                   if hasattr(torch.backends, "cpu") and hasattr(torch.backends.cpu, "get_cpu_capability")
                   else f"cpu: {torch.get_num_threads()} threads",
         "blas": loaded_blas(),
+        "openblas_core": openblas_core(),
         "config": args.config,
         "threads": args.threads,
         "batch": args.batch,
@@ -266,6 +282,7 @@ def main():
         "loss_last": losses[-1],
         "grad_norm_first": grad_norms[0],
         "step_seconds": step_seconds,
+        "losses": losses,
     }
     print(json.dumps(out, indent=2))
 

@@ -38,6 +38,8 @@ constexpr const char* kUsage = R"(usage: lyre-bench-train --config FILE [options
   --plugin-dir DIR    where liblyre-*.so live (default: $LYRE_PLUGIN_PATH, then <exe>/../lib/lyre/plugins)
   --backend NAME      backend plugin (default: cpu)
   --threads N         backend threads (default: 2)
+  --model-options J   extra backend model options, a JSON object merged with {"threads": N}
+                      (e.g. '{"logprob_chunk_rows": 512}')
   --batch B           rows per step (default: 8)
   --seq T             tokens per row (default: 256)
   --warmup W          untimed steps first (default: 3)
@@ -47,7 +49,7 @@ Prints one JSON object on stdout.
 )";
 
 struct Options {
-  std::string config_path, plugin_dir, backend = "cpu";
+  std::string config_path, plugin_dir, backend = "cpu", model_options;
   int64_t threads = 2, batch = 8, seq = 256, warmup = 3, steps = 10;
   uint64_t seed = 0;
 };
@@ -80,6 +82,7 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--plugin-dir") o.plugin_dir = value;
     else if (flag == "--backend") o.backend = value;
     else if (flag == "--threads") o.threads = parse_count(flag, value, 1);
+    else if (flag == "--model-options") o.model_options = value;
     else if (flag == "--batch") o.batch = parse_count(flag, value, 1);
     else if (flag == "--seq") o.seq = parse_count(flag, value, 2);
     else if (flag == "--warmup") o.warmup = parse_count(flag, value, 0);
@@ -152,10 +155,14 @@ int run(const Options& o) {
   std::shared_ptr<lyre::LoadedPlugin> sft = registry.objective("sft");
   const uint64_t rss_baseline = resident_bytes();
 
-  const std::string model_options = nlohmann::json{{"threads", o.threads}}.dump();
-  lyre::Model model(backend, config_text, model_options);
+  nlohmann::json model_options = o.model_options.empty() ? nlohmann::json::object()
+                                                         : nlohmann::json::parse(o.model_options);
+  if (!model_options.is_object()) throw std::invalid_argument("--model-options must be a JSON object");
+  model_options["threads"] = o.threads;
+  lyre::Model model(backend, config_text, model_options.dump());
   lyre::init_weights(model, o.seed, 0.02);
-  lyre::Optimizer optimizer(model, R"({"type": "adamw", "weight_decay": 0.01})");
+  lyre::Optimizer optimizer(model, R"({"type": "adamw", "betas": [0.9, 0.999], "eps": 1e-8,
+                                       "weight_decay": 0.01, "no_decay_kinds": ["norm", "bias"]})");
   lyre::Objective objective(sft, R"({"mode": "causal_lm"})");
   constexpr double kLearningRate = 1e-4, kMaxGradNorm = 1.0;
 
@@ -195,6 +202,7 @@ int run(const Options& o) {
   out["device"] = info.name ? info.name : "";
   out["config"] = o.config_path;
   out["threads"] = o.threads;
+  out["model_options"] = model_options;
   out["batch"] = o.batch;
   out["seq"] = o.seq;
   out["warmup_steps"] = o.warmup;
@@ -216,6 +224,7 @@ int run(const Options& o) {
   out["loss_last"] = losses.back();
   out["grad_norm_first"] = grad_norms.front();
   out["step_seconds"] = step_seconds;  // warmup steps included, first
+  out["losses"] = losses;
   std::cout << out.dump(2) << std::endl;
   return 0;
 }

@@ -106,20 +106,38 @@ void swiglu_backward(T* dgu, const T* dout, const T* gu, int64_t N, int64_t F);
 // Works through the rows with a valid target in chunks of `chunk_rows`, so at most
 // chunk_rows*V logits exist at a time (in `workspace`, size >= logprob_head_workspace(...)).
 // Saves rstd (N) and lse (N) for backward. eps is the final RMSNorm's (config rms_norm_eps).
+// On return the workspace holds the last chunk's logits and normalised rows, which
+// logprob_head_backward can take instead of recomputing them (reuse_last_chunk).
 // Throws std::out_of_range for a target >= V.
 int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V);
+// The default chunk for `rows` rows with a target and elements of elem_bytes: at most
+// fit = max(kLogprobHeadLogitsBudget / (V * elem_bytes), kLogprobHeadMinChunkRows) rows, in the
+// fewest chunks of <= fit rows, evened out: ceil(rows / ceil(rows / fit)); rows itself (>= 1)
+// when rows <= fit.
+// The logits GEMM (chunk x V x C) runs well below peak on short chunks (oneDNN sgemm: 289
+// GFLOP/s at 128 rows, 501 at 1024 for V=32000, C=512), so a chunk takes as many rows as a
+// bounded logits buffer holds: fit is 1048 rows at V=32000 in float, 261 at V=128256, the whole
+// batch for a small vocabulary. Never more rows than needed, so a small batch allocates little.
+inline constexpr int64_t kLogprobHeadLogitsBudget = int64_t(128) << 20;  // bytes
+inline constexpr int64_t kLogprobHeadMinChunkRows = 64;
+int64_t logprob_head_chunk_rows(int64_t rows, int64_t V, int64_t elem_bytes);
 template <typename T>
 void logprob_head_forward(T* logp, T* rstd, T* lse, const T* x, const T* norm_weight,
                           const T* head, const int32_t* targets, int64_t N, int64_t C, int64_t V,
                           int64_t chunk_rows, T* workspace, double eps);
 // dlogp (N) -> dx (N,C) = (overwritten; 0 for rows without a target), dnorm_weight (C) += (may be
 // nullptr when the norm is frozen),
-// dhead (V,C) += (dhead may be nullptr when the head is frozen). Recomputes each chunk's
-// logits: dlogits = dlogp * (onehot(target) - softmax).
+// dhead (V,C) += (dhead may be nullptr when the head is frozen). Walks the chunks last to first,
+// recomputing each chunk's logits: dlogits = dlogp * (onehot(target) - softmax).
+// reuse_last_chunk: the workspace is untouched since the logprob_head_forward with the same
+// x, norm_weight, head, targets, N, C, V, chunk_rows and workspace, so the last chunk (the first
+// one here) takes its logits and normalised rows from there: with one chunk nothing is
+// recomputed. The result is bit-identical to reuse_last_chunk = false. Passing true when
+// anything else wrote the workspace in between gives wrong gradients. Overwrites the workspace.
 template <typename T>
 void logprob_head_backward(T* dx, T* dnorm_weight, T* dhead, const T* dlogp, const T* x,
                            const T* norm_weight, const T* head, const int32_t* targets,
                            const T* rstd, const T* lse, int64_t N, int64_t C, int64_t V,
-                           int64_t chunk_rows, T* workspace);
+                           int64_t chunk_rows, T* workspace, bool reuse_last_chunk);
 
 }  // namespace lyre::cpu

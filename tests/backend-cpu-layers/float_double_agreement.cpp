@@ -171,10 +171,10 @@ TEST_CASE("float fused log-prob head agrees with double", "[float]") {
                             hf.data(), targets.data(), N, C, V, chunk, wsf.data(), 1e-5);
   cpu::logprob_head_backward(dx.data(), dw.data(), dh.data(), dlogp.data(), x.data(), w.data(),
                              head.data(), targets.data(), rstd.data(), lse.data(), N, C, V, chunk,
-                             ws.data());
+                             ws.data(), /*reuse_last_chunk=*/true);
   cpu::logprob_head_backward(dxf.data(), dwf.data(), dhf.data(), df.data(), xf.data(), wf.data(),
                              hf.data(), targets.data(), rstdf.data(), lsef.data(), N, C, V, chunk,
-                             wsf.data());
+                             wsf.data(), /*reuse_last_chunk=*/true);
   check_agree("head logp", logpf, logp);
   check_agree("head lse", lsef, lse);
   check_agree("head dx", dxf, dx);

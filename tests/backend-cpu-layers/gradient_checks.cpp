@@ -213,7 +213,7 @@ TEST_CASE("fused log-prob head backward matches finite differences across chunks
   std::vector<double> dnw = nw0, dhead = head0;
   cpu::logprob_head_backward(dx.data(), dnw.data(), dhead.data(), R.data(), x.data(), nw.data(),
                              head.data(), targets.data(), rstd.data(), lse.data(), N, C, V, chunk,
-                             ws.data());
+                             ws.data(), /*reuse_last_chunk=*/true);  // loss() just ran forward
   check_gradient("head dx", dx, nx);
   check_gradient("head dnorm_weight (+=)", minus(dnw, nw0), nnw);
   check_gradient("head dhead (+=)", minus(dhead, head0), nhead);

@@ -64,7 +64,7 @@ TEST_CASE("log-prob head rejects a target outside the vocabulary, naming row and
   auto backward = [&] {
     cpu::logprob_head_backward(dx.data(), dw.data(), dh.data(), dlogp.data(), x.data(), w.data(),
                                head.data(), targets.data(), rstd.data(), lse.data(), N, C, V,
-                               chunk, ws.data());
+                               chunk, ws.data(), /*reuse_last_chunk=*/false);
   };
   REQUIRE_THROWS_AS(forward(), std::out_of_range);
   REQUIRE_THROWS_WITH(forward(), Contains("target 5") && Contains("row 2"));

@@ -197,6 +197,80 @@ TEST_CASE("a no_grad forward between a train forward and its backward changes no
   CHECK(run_logp(model, a, ForwardMode::no_grad) == logp);
 }
 
+// Backward takes the head's last chunk of logits from the train forward when nothing used the
+// head's workspace since. A no_grad forward of the same shape but other tokens overwrites it in
+// place: were the stale logits reused, the gradients would differ.
+template <typename T>
+void check_head_reuse_is_safe(int64_t chunk_rows) {
+  INFO("logprob_chunk_rows " << chunk_rows);
+  ModelOptions options;
+  options.logprob_chunk_rows = chunk_rows;
+  LlamaModel<T> model(tiny_config(false), options);
+  init_weights(model, 44);
+  const HostBatch batch = packed_batch();
+  HostBatch other = packed_batch();
+  for (int32_t& t : other.tokens) t = (t * 5 + 3) % 13;
+  const std::vector<T> w = as<T>(random_weights(batch.tokens.size(), 4));
+  const std::vector<T> reused = train_step_grads(model, batch, w);
+
+  model.zero_grad();
+  run_logp(model, batch, ForwardMode::train);
+  run_logp(model, other, ForwardMode::no_grad);
+  model.backward(w.data());
+  CHECK(grads_of(model) == reused);  // bit-identical: reuse changes no arithmetic
+
+  // A train forward whose backward never came, then another: the second one's chunk is reused.
+  model.zero_grad();
+  run_logp(model, other, ForwardMode::train);
+  run_logp(model, batch, ForwardMode::train);
+  model.backward(w.data());
+  CHECK(grads_of(model) == reused);
+}
+
+TEST_CASE("a no_grad forward between train forward and backward: no stale head logits reused") {
+  // 0: the default, one chunk for the 9 target rows (backward recomputes nothing); then many.
+  for (int64_t chunk_rows : {0, 9, 4, 2, 1}) {
+    check_head_reuse_is_safe<double>(chunk_rows);
+    check_head_reuse_is_safe<float>(chunk_rows);
+  }
+}
+
+TEST_CASE("a forced logprob_chunk_rows gives the default's logp and gradients") {
+  LlamaModel<double> whole(tiny_config(false));
+  init_weights(whole, 45);
+  const HostBatch batch = packed_batch();
+  const std::vector<double> w = random_weights(batch.tokens.size(), 5);
+  const std::vector<double> logp = run_logp(whole, batch, ForwardMode::no_grad);
+  const std::vector<double> g = train_step_grads(whole, batch, w);
+  for (int64_t chunk_rows : {1, 2, 5, 100}) {
+    INFO("logprob_chunk_rows " << chunk_rows);
+    ModelOptions options;
+    options.logprob_chunk_rows = chunk_rows;
+    LlamaModel<double> chunked(tiny_config(false), options);
+    copy_weights(chunked, whole);
+    const std::vector<double> lc = run_logp(chunked, batch, ForwardMode::no_grad);
+    for (size_t i = 0; i < logp.size(); ++i) CHECK(std::abs(lc[i] - logp[i]) < 1e-12);
+    const std::vector<double> gc = train_step_grads(chunked, batch, w);
+    for (size_t i = 0; i < g.size(); ++i) CHECK(std::abs(gc[i] - g[i]) < 1e-12);
+  }
+}
+
+TEST_CASE("the default head chunk allocates for the batch's target rows, not 128 MiB") {
+  std::string json = tiny_config_json(false);
+  json.replace(json.find("\"vocab_size\": 13"), 16, "\"vocab_size\": 32000");
+  LlamaModel<float> model(parse_llama_config(json));
+  init_weights(model, 46);
+  const HostBatch batch = packed_batch();  // 9 rows with a target
+  std::vector<float> dlogp(batch.tokens.size(), 1.0f);
+  const int64_t before = memory_usage().by_kind[int(MemoryKind::workspace)];
+  run_logp(model, batch, ForwardMode::train);
+  model.backward(dlogp.data());
+  const int64_t added = memory_usage().by_kind[int(MemoryKind::workspace)] - before;
+  const int64_t head = 9 * (32000 + 2 * 8) * int64_t(sizeof(float));
+  CHECK(added >= head);
+  CHECK(added < head + (int64_t(1) << 20));  // the rest is scratch of 14 rows and rope tables
+}
+
 TEST_CASE("backward needs a train forward, and consumes it") {
   LlamaModel<float> model(tiny_config(false));
   init_weights(model, 43);

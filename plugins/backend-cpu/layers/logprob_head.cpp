@@ -43,6 +43,19 @@ int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V) {
   return chunk_rows * (V + 2 * C);
 }
 
+int64_t logprob_head_chunk_rows(int64_t rows, int64_t V, int64_t elem_bytes) {
+  if (V < 1 || elem_bytes < 1)
+    throw std::invalid_argument("logprob head: V and elem_bytes must be positive, got " +
+                                std::to_string(V) + " and " + std::to_string(elem_bytes));
+  const int64_t fit =
+      std::max(kLogprobHeadLogitsBudget / (V * elem_bytes), kLogprobHeadMinChunkRows);
+  if (rows <= fit) return std::max<int64_t>(1, rows);
+  // The fewest chunks that fit, made equal: 2048 rows at V=32000 run as 2 x 1024, not
+  // 1048 + 1000 (same GEMM count, smaller workspace, no short last chunk).
+  const int64_t chunks = (rows + fit - 1) / fit;
+  return (rows + chunks - 1) / chunks;
+}
+
 // x (N,C), norm_weight (C), head (V,C), targets (N) -> logp (N), rstd (N), lse (N)
 // Rows without a target get logp = rstd = lse = 0.
 template <typename T>
@@ -76,13 +89,16 @@ void logprob_head_forward(T* logp, T* rstd, T* lse, const T* x, const T* norm_we
 }
 
 // dlogp (N) -> dx (N,C) =, dnorm_weight (C) +=, dhead (V,C) += (either may be null: frozen)
-// Per chunk: logits again, dlogits = dlogp * (onehot - softmax) in place, dhead += dlogits^T .
-// normed, dnormed = dlogits . head, then the RMSNorm backward of each row.
+// Per chunk, last to first: logits again (or, for the last chunk with reuse_last_chunk, the
+// forward's still in the workspace), dlogits = dlogp * (onehot - softmax) in place,
+// dhead += dlogits^T . normed, dnormed = dlogits . head, then the RMSNorm backward of each row.
+// The reused logits come from the same GEMM on the same normed rows (rmsnorm_row_apply
+// reproduces rmsnorm_row_forward bit for bit), so reuse changes no bit of the result.
 template <typename T>
 void logprob_head_backward(T* dx, T* dnorm_weight, T* dhead, const T* dlogp, const T* x,
                            const T* norm_weight, const T* head, const int32_t* targets,
                            const T* rstd, const T* lse, int64_t N, int64_t C, int64_t V,
-                           int64_t chunk_rows, T* workspace) {
+                           int64_t chunk_rows, T* workspace, bool reuse_last_chunk) {
   check_chunk(chunk_rows);
   const std::vector<int64_t> rows = rows_with_target(targets, N, V);
   for (int64_t n = 0; n < N; ++n)
@@ -91,13 +107,18 @@ void logprob_head_backward(T* dx, T* dnorm_weight, T* dhead, const T* dlogp, con
   T* normed = workspace + chunk_rows * V;
   T* dnormed = normed + chunk_rows * C;
   const int64_t R = int64_t(rows.size());
-  for (int64_t r0 = 0; r0 < R; r0 += chunk_rows) {
+  const int64_t chunks = (R + chunk_rows - 1) / chunk_rows;
+  for (int64_t k = chunks - 1; k >= 0; --k) {
+    const int64_t r0 = k * chunk_rows;
     const int64_t m = std::min(chunk_rows, R - r0);
     const int64_t* chunk = rows.data() + r0;
+    if (!(reuse_last_chunk && k == chunks - 1)) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; ++r)
-      detail::rmsnorm_row_apply(normed + r * C, x + chunk[r] * C, norm_weight, rstd[chunk[r]], C);
-    gemm<T>(false, true, m, V, C, T(1), normed, C, head, C, T(0), dlogits, V);
+      for (int64_t r = 0; r < m; ++r)
+        detail::rmsnorm_row_apply(normed + r * C, x + chunk[r] * C, norm_weight, rstd[chunk[r]],
+                                  C);
+      gemm<T>(false, true, m, V, C, T(1), normed, C, head, C, T(0), dlogits, V);
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; ++r) {
       const int64_t n = chunk[r];
@@ -143,10 +164,10 @@ template void logprob_head_forward<double>(double*, double*, double*, const doub
 template void logprob_head_backward<float>(float*, float*, float*, const float*, const float*,
                                            const float*, const float*, const int32_t*,
                                            const float*, const float*, int64_t, int64_t, int64_t,
-                                           int64_t, float*);
+                                           int64_t, float*, bool);
 template void logprob_head_backward<double>(double*, double*, double*, const double*,
                                             const double*, const double*, const double*,
                                             const int32_t*, const double*, const double*, int64_t,
-                                            int64_t, int64_t, int64_t, double*);
+                                            int64_t, int64_t, int64_t, double*, bool);
 
 }  // namespace lyre::cpu

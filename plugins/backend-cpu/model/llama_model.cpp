@@ -25,9 +25,10 @@ int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
 template <typename T>
 LlamaModel<T>::LlamaModel(const LlamaConfig& config, ModelOptions options)
     : config_(config), options_(options) {
-  if (options_.logprob_chunk_rows < 1)
+  if (options_.logprob_chunk_rows < 0)
     throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT,
-                        "logprob_chunk_rows must be >= 1, got " +
+                        "logprob_chunk_rows must be >= 1 (or 0 for the memory-budget "
+                        "default), got " +
                             std::to_string(options_.logprob_chunk_rows));
   const int64_t d = config.hidden_size, F = config.intermediate_size, V = config.vocab_size;
   embed_ = params_.add("model.embed_tokens.weight", LYRE_PARAM_EMBEDDING, {V, d});
@@ -63,6 +64,14 @@ const T* LlamaModel<T>::head_weight() const {
 template <typename T>
 T* LlamaModel<T>::head_grad() {
   return params_.grad(lm_head_);  // the embedding's gradient when tied: both uses add into it
+}
+
+template <typename T>
+int64_t LlamaModel<T>::head_chunk_rows(const int32_t* targets, int64_t N) const {
+  const int64_t rows = std::count_if(targets, targets + N, [](int32_t t) { return t >= 0; });
+  if (options_.logprob_chunk_rows > 0)
+    return std::max<int64_t>(1, std::min(options_.logprob_chunk_rows, rows));
+  return logprob_head_chunk_rows(rows, config_.vocab_size, static_cast<int64_t>(sizeof(T)));
 }
 
 template <typename T>
@@ -216,8 +225,9 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
   if (mode == ForwardMode::train) pending_backward_ = false;  // a failure below leaves nothing
 
   const int64_t N = b.rows * b.cols, d = config_.hidden_size, V = config_.vocab_size;
-  const int64_t chunk = options_.logprob_chunk_rows;
+  const int64_t chunk = head_chunk_rows(b.targets, N);
   ensure_rope(max_position);
+  head_workspace_holds_train_chunk_ = false;  // whatever runs below overwrites it
   head_workspace_.reserve(static_cast<size_t>(logprob_head_workspace(chunk, d, V)));
   const Scratch s = scratch(N);
   const T* final_norm = params_.value(final_norm_);
@@ -254,6 +264,8 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
   }
   logprob_head_forward(logp, fin.head_rstd, fin.head_lse, fin.x, final_norm, head_weight(),
                        ids + N, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
+  head_workspace_holds_train_chunk_ = true;
+  saved_head_chunk_rows_ = chunk;
   saved_rows_ = b.rows;
   saved_cols_ = b.cols;
   pending_backward_ = true;
@@ -279,9 +291,12 @@ void LlamaModel<T>::backward(const T* dlogp) {
   const SavedFinal fin = saved_final(N);
   T* dx = s.resid;  // d(loss)/d(residual stream), walked back layer by layer
 
+  const bool reuse_last_chunk = head_workspace_holds_train_chunk_;
+  head_workspace_holds_train_chunk_ = false;  // backward overwrites the workspace
   logprob_head_backward(dx, params_.grad(final_norm_), head_grad(), dlogp, fin.x,
                         params_.value(final_norm_), head_weight(), targets, fin.head_rstd,
-                        fin.head_lse, N, d, V, options_.logprob_chunk_rows, head_workspace_.data());
+                        fin.head_lse, N, d, V, saved_head_chunk_rows_, head_workspace_.data(),
+                        reuse_last_chunk);
 
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
     const LayerIndex& li = layers_[static_cast<size_t>(l)];

@@ -35,7 +35,9 @@ struct TokenBatch {
 };
 
 struct ModelOptions {
-  int64_t logprob_chunk_rows = 128;  // rows of [rows, vocab] logits the fused head holds at once
+  // Rows of [rows, vocab] logits the fused head holds at once. 0: the fewest even chunks of
+  // the rows with a target whose logits fit 128 MiB (logprob_head_chunk_rows); > 0 forces it.
+  int64_t logprob_chunk_rows = 0;
 };
 
 template <typename T>
@@ -124,6 +126,9 @@ class LlamaModel {
 
   const T* head_weight() const;
   T* head_grad();
+  // The head's chunk for a batch whose targets are `targets` (N): the forced option, else the
+  // memory-budget rule, never more than the rows with a target.
+  int64_t head_chunk_rows(const int32_t* targets, int64_t N) const;
 
   LlamaConfig config_;
   ModelOptions options_;
@@ -138,6 +143,11 @@ class LlamaModel {
 
   Buffer<T> scratch_{MemoryKind::workspace};
   Buffer<T> head_workspace_{MemoryKind::workspace};
+  // True only between a train forward's head and the next use of head_workspace_: the
+  // workspace then still holds that forward's last chunk, which backward takes instead of
+  // recomputing it. Every other use of the workspace clears it first.
+  bool head_workspace_holds_train_chunk_ = false;
+  int64_t saved_head_chunk_rows_ = 0;  // the chunk the saved train forward's head used
   Buffer<T> saved_{MemoryKind::activations};
   Buffer<int32_t> saved_ids_{MemoryKind::activations};  // tokens, targets, positions, segments
   int64_t saved_rows_ = 0, saved_cols_ = 0;
