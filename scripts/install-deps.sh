@@ -12,7 +12,8 @@ packages=(
   nlohmann-json3-dev libspdlog-dev catch2
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch python3-numpy)
+  # libopenblas0-openmp: the BLAS that gives the PyTorch peer its best speed here (docs/benchmarks.md)
+  packages+=(python3-torch python3-numpy libopenblas0 libopenblas0-openmp)
 fi
 
 missing=()

@@ -115,10 +115,12 @@ int64_t logprob_head_workspace(int64_t chunk_rows, int64_t C, int64_t V);
 // fewest chunks of <= fit rows, evened out: ceil(rows / ceil(rows / fit)); rows itself (>= 1)
 // when rows <= fit.
 // The logits GEMM (chunk x V x C) runs well below peak on short chunks (oneDNN sgemm: 289
-// GFLOP/s at 128 rows, 501 at 1024 for V=32000, C=512), so a chunk takes as many rows as a
-// bounded logits buffer holds: fit is 1048 rows at V=32000 in float, 261 at V=128256, the whole
-// batch for a small vocabulary. Never more rows than needed, so a small batch allocates little.
-inline constexpr int64_t kLogprobHeadLogitsBudget = int64_t(128) << 20;  // bytes
+// GFLOP/s at 128 rows, 501 at 1024 for V=32000, C=512), and every chunk but the last is
+// recomputed in backward, so a chunk takes as many rows as a bounded logits buffer holds: fit is
+// 2097 rows at V=32000 in float (a batch of 8 x 256 is one chunk, recomputed never), 523 at
+// V=128256, the whole batch for a small vocabulary. Never more rows than needed, so a small
+// batch allocates little. (PyTorch holds [rows, V] logits, their log-softmax and both gradients.)
+inline constexpr int64_t kLogprobHeadLogitsBudget = int64_t(256) << 20;  // bytes
 inline constexpr int64_t kLogprobHeadMinChunkRows = 64;
 int64_t logprob_head_chunk_rows(int64_t rows, int64_t V, int64_t elem_bytes);
 template <typename T>

@@ -81,20 +81,21 @@ TEST_CASE("head backward with reuse reads the last chunk from the workspace", "[
   }
 }
 
-TEST_CASE("the default head chunk holds up to 128 MiB of logits, in even chunks of the rows needed",
+TEST_CASE("the default head chunk holds up to 256 MiB of logits, in even chunks of the rows needed",
           "[logprob_head]") {
   const int64_t many = 1 << 20;
-  CHECK(cpu::logprob_head_chunk_rows(many, 32000, sizeof(float)) == 1048);
-  CHECK(cpu::logprob_head_chunk_rows(many, 128256, sizeof(float)) == 261);
-  CHECK(cpu::logprob_head_chunk_rows(many, 32000, sizeof(double)) == 524);
+  CHECK(cpu::logprob_head_chunk_rows(many, 32000, sizeof(float)) == 2093);
+  CHECK(cpu::logprob_head_chunk_rows(many, 128256, sizeof(float)) == 523);
+  CHECK(cpu::logprob_head_chunk_rows(many, 32000, sizeof(double)) == 1048);
   // A tiny vocabulary: the whole batch in one chunk.
   CHECK(cpu::logprob_head_chunk_rows(2048, 259, sizeof(float)) == 2048);
+  // A batch of 8 x 256 at a 32k vocabulary is one chunk: backward recomputes nothing.
+  CHECK(cpu::logprob_head_chunk_rows(2048, 32000, sizeof(float)) == 2048);
   // More rows than fit: the fewest chunks that fit, of equal size.
-  CHECK(cpu::logprob_head_chunk_rows(2048, 32000, sizeof(float)) == 1024);
-  CHECK(cpu::logprob_head_chunk_rows(1048, 32000, sizeof(float)) == 1048);
-  CHECK(cpu::logprob_head_chunk_rows(1049, 32000, sizeof(float)) == 525);
-  CHECK(cpu::logprob_head_chunk_rows(3 * 129553, 259, sizeof(float)) == 129553);
-  CHECK(cpu::logprob_head_chunk_rows(3 * 129553 + 1, 259, sizeof(float)) == 97165);
+  CHECK(cpu::logprob_head_chunk_rows(2097, 32000, sizeof(float)) == 2097);
+  CHECK(cpu::logprob_head_chunk_rows(2098, 32000, sizeof(float)) == 1049);
+  CHECK(cpu::logprob_head_chunk_rows(2 * 259107, 259, sizeof(float)) == 259107);
+  CHECK(cpu::logprob_head_chunk_rows(2 * 259107 + 1, 259, sizeof(float)) == 172739);
   // A small batch allocates for its rows, not for the budget.
   CHECK(cpu::logprob_head_chunk_rows(10, 32000, sizeof(float)) == 10);
   CHECK(cpu::logprob_head_workspace(cpu::logprob_head_chunk_rows(10, 32000, sizeof(float)), 512,

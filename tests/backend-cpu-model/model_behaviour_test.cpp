@@ -255,7 +255,7 @@ TEST_CASE("a forced logprob_chunk_rows gives the default's logp and gradients") 
   }
 }
 
-TEST_CASE("the default head chunk allocates for the batch's target rows, not 128 MiB") {
+TEST_CASE("the default head chunk allocates for the batch's target rows, not the whole budget") {
   std::string json = tiny_config_json(false);
   json.replace(json.find("\"vocab_size\": 13"), 16, "\"vocab_size\": 32000");
   LlamaModel<float> model(parse_llama_config(json));
