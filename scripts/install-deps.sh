@@ -10,7 +10,17 @@ packages=(
   libdnnl-dev                            # oneDNN: the CPU backend's matmuls
   libdlpack-dev                          # DLTensor, how tensors cross the plugin ABI
   nlohmann-json3-dev libspdlog-dev catch2
+  libpcre2-dev                           # tokenizers' split regexes (look-ahead, Unicode classes)
+  libicu-dev                             # Unicode normalization (NFC/NFKC) that tokenizers ask for
+  libsimdjson-dev                        # JSONL datasets at GB/s
+  libsentencepiece-dev sentencepiece     # SentencePiece .model files; spm_train builds test models
+  clang libclang-rt-14-dev               # libFuzzer: the fuzz targets that CI runs for a bounded time
+  manpages-ja manpages-zh manpages-ru manpages-fr  # real non-ASCII prose for the tokenizer tests
 )
+# node and npm run the reference tokenizers the tests compare against (scripts/fetch-test-data.sh).
+# A machine may carry them from elsewhere (NodeSource's nodejs bundles npm and conflicts with
+# Debian's npm package), so install Debian's only when the commands are missing.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 if [[ "${1:-}" == "--bench" ]]; then
   # libopenblas0-openmp: the BLAS that gives the PyTorch peer its best speed here (docs/benchmarks.md)
   packages+=(python3-torch python3-numpy libopenblas0 libopenblas0-openmp)
