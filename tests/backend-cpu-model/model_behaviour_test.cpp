@@ -76,14 +76,16 @@ bool error_has(const std::function<void()>& f, LyreErrorCode code, const std::st
 
 }  // namespace
 
-TEST_CASE("a packed row's logp equals each document run alone (double 1e-10, float 1e-5)") {
+TEST_CASE("a packed row's logp equals each document run alone (double 1e-10, float 1e-6)") {
   check_packing<double>(1e-10);
-  check_packing<float>(1e-5);
+  check_packing<float>(1e-6);
 }
 
 TEST_CASE("packing holds at a realistic size in float: 256-token rows, documents at odd offsets") {
-  // Larger than the tiny model, so GEMM and attention blocking differ between the packed row
-  // and a document alone (a 9-token document takes oneDNN's small-M path).
+  // Larger than the tiny model, so attention's query blocks and oneDNN's row-count dependent
+  // paths would show (a 9-token document alone is a 9-row GEMM). Attention blocks start at each
+  // document and small GEMMs are padded to 16 rows, so the results agree to the bit; the issue
+  // asks for 1e-6.
   LlamaModel<float> model(parse_llama_config(R"({"model_type": "llama", "hidden_size": 128,
       "intermediate_size": 344, "num_hidden_layers": 2, "num_attention_heads": 4,
       "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 512})"));
@@ -106,14 +108,20 @@ TEST_CASE("packing holds at a realistic size in float: 256-token rows, documents
   packed.place(1, 0, docs[3], 1);
   packed.place(1, 64, docs[4], 2);
   const std::vector<float> all = run_logp(model, packed, ForwardMode::no_grad);
-  double worst = 0;
+  double worst = 0, worst_same_shape = 0;
   for (size_t d = 0; d < docs.size(); ++d) {
     const std::vector<float> alone = run_logp(model, single_document(docs[d]), ForwardMode::no_grad);
-    for (size_t i = 0; i < alone.size(); ++i)
+    HostBatch padded(2, 256);
+    padded.place(0, 0, docs[d], 1);
+    const std::vector<float> alone_padded = run_logp(model, padded, ForwardMode::no_grad);
+    for (size_t i = 0; i < alone.size(); ++i) {
       worst = std::max(worst, double(std::abs(alone[i] - all[starts[d] + i])));
+      worst_same_shape = std::max(worst_same_shape, double(std::abs(alone_padded[i] - all[starts[d] + i])));
+    }
   }
-  INFO("largest difference " << worst);
-  CHECK(worst <= 1e-5);
+  INFO("largest difference " << worst << ", in a batch of the packed shape " << worst_same_shape);
+  CHECK(worst <= 1e-6);
+  CHECK(worst_same_shape <= 1e-6);
 }
 
 TEST_CASE("a packed row's gradient equals the sum of its documents' gradients") {

@@ -2,6 +2,10 @@
 // log-sum-exp of each query's scores; backward recomputes the probabilities. Queries go in
 // blocks of kQueryBlock rows: a block's scores against the keys it may see are one small GEMM
 // into a per-thread tile (kQueryBlock x T), so no (T,T) matrix per head ever exists.
+// Blocks start at each run of equal segment ids, not at multiples of kQueryBlock: a document
+// packed at any offset of a row is then computed with exactly the same operations, in the same
+// order, as the document alone at offset 0, so packing changes no bit of its results (and no
+// query wastes work on the masked keys of earlier documents).
 #include <omp.h>
 
 #include <algorithm>
@@ -54,9 +58,20 @@ struct Block {
   int64_t i0, i1, j0;
 };
 
-inline Block query_block(const int64_t* first, int64_t i0, int64_t T) {
-  const int64_t i1 = std::min(T, i0 + kQueryBlock);
-  return {i0, i1, *std::min_element(first + i0, first + i1)};
+// The query blocks of one row: each run of equal segment ids is cut into blocks of kQueryBlock
+// from the run's start. `first` is that row's segment_starts.
+std::vector<Block> query_blocks(const int32_t* seg, const int64_t* first, int64_t T) {
+  std::vector<Block> blocks;
+  for (int64_t r0 = 0; r0 < T;) {
+    int64_t r1 = r0 + 1;
+    while (r1 < T && seg[r1] == seg[r0]) ++r1;
+    for (int64_t i0 = r0; i0 < r1; i0 += kQueryBlock) {
+      const int64_t i1 = std::min(r1, i0 + kQueryBlock);
+      blocks.push_back({i0, i1, *std::min_element(first + i0, first + i1)});
+    }
+    r0 = r1;
+  }
+  return blocks;
 }
 
 // Masks out, in a row of scores over keys [j0, j0 + L), the keys query i may not see: later
@@ -82,6 +97,8 @@ void attention_forward(T* out, T* lse, const T* qkv, const int32_t* segment_ids,
   const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
   const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
+  std::vector<std::vector<Block>> blocks(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) blocks[size_t(b)] = query_blocks(segment_ids + b * Tlen, first.data() + b * Tlen, Tlen);
   const int64_t tile_size = kQueryBlock * Tlen;
   std::vector<T> tiles(size_t(omp_get_max_threads()) * tile_size);
 #pragma omp parallel
@@ -93,8 +110,7 @@ void attention_forward(T* out, T* lse, const T* qkv, const int32_t* segment_ids,
         const int64_t g = h / group;
         const T* rows = qkv + b * Tlen * S;
         const int32_t* seg = segment_ids + b * Tlen;
-        for (int64_t i0 = 0; i0 < Tlen; i0 += kQueryBlock) {
-          const Block blk = query_block(first.data() + b * Tlen, i0, Tlen);
+        for (const Block& blk : blocks[size_t(b)]) {
           const int64_t m = blk.i1 - blk.i0, L = blk.i1 - blk.j0;
           // tile (m, L) = scale * Q[i0:i1] . K[j0:i1]^T
           gemm<T>(false, true, m, L, D, scale, rows + blk.i0 * S + h * D, S,
@@ -131,6 +147,8 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
   const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
   const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
+  std::vector<std::vector<Block>> blocks(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) blocks[size_t(b)] = query_blocks(segment_ids + b * Tlen, first.data() + b * Tlen, Tlen);
   const int64_t tile_size = kQueryBlock * Tlen;
   std::vector<T> tiles(size_t(omp_get_max_threads()) * 2 * tile_size);
 #pragma omp parallel
@@ -150,8 +168,7 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
         }
         const int32_t* seg = segment_ids + b * Tlen;
         for (int64_t h = g * group; h < (g + 1) * group; ++h)
-          for (int64_t i0 = 0; i0 < Tlen; i0 += kQueryBlock) {
-            const Block blk = query_block(first.data() + b * Tlen, i0, Tlen);
+          for (const Block& blk : blocks[size_t(b)]) {
             const int64_t m = blk.i1 - blk.i0, L = blk.i1 - blk.j0;
             const T* q = rows + blk.i0 * S + h * D;
             const T* k = rows + blk.j0 * S + koff;
