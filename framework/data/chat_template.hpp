@@ -17,7 +17,8 @@ struct RenderedChat {
   std::string text;
   // Byte ranges [begin, end) of `text` that are trained: each assistant turn's content and the
   // marker that ends the turn (<|eot_id|>, <|im_end|>, <end_of_turn>, </s>), so the model learns
-  // to stop. Sorted, disjoint.
+  // to stop; for mistral (Llama 2) also the spaces around the answer (" answer </s>"), which
+  // SentencePiece joins to the first word. Sorted, disjoint, never empty.
   std::vector<std::pair<uint32_t, uint32_t>> trained;
 };
 
@@ -31,7 +32,8 @@ class ChatTemplate {
   // that do not alternate, a system message where the family has none, an unknown role.
   virtual RenderedChat render(const std::vector<Message>& messages, const std::string& bos,
                               const std::string& eos, const std::string& where) const = 0;
-  // The text that asks the model for the next assistant turn (generation, evaluation).
+  // The text that asks the model for the next assistant turn (generation, evaluation); empty
+  // for mistral, whose user turn already ends with " [/INST]".
   virtual std::string generation_prompt() const = 0;
 };
 

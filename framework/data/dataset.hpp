@@ -1,48 +1,74 @@
-// A tokenized data set read from JSONL: `text` records (pretraining) or `prompt`/`completion`
-// records (SFT). Whole-file, in memory, for now; streaming arrives with the data issue.
+// Tokenized samples with random access: what the Dataloader orders, packs and shards.
+//   from records (JSONL, text files): RecordSource -> make_sample (tokenizer, chat template)
+//   from a pre-tokenized token file: windows of seq_len + 1 ids, memory-mapped
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "data/byte_tokenizer.hpp"
+#include "data/chat_template.hpp"
+#include "data/record.hpp"
+#include "data/sample.hpp"
+#include "data/tokenizer.hpp"
 
 namespace lyre {
 
-// One tokenized record: ids = [BOS] + text/prompt/completion bytes + [EOS], and for each id
-// whether it belongs to the trained part (completion and EOS for SFT; everything but BOS for
-// text). Prompt and completion strings are kept for generation-based evaluation.
-struct Sample {
-  std::vector<int32_t> ids;
-  std::vector<uint8_t> trained;  // same length as ids
-  std::string prompt, completion;  // empty for text records
+// What to do with a sample longer than a row (seq_len + 1 ids):
+//   truncate  keep its first seq_len + 1 ids (SFT default)
+//   drop      leave it out
+//   split     cut it into windows of seq_len + 1 ids that overlap by one id, so every id is a
+//             target exactly once (text records only: pretraining documents)
+enum class Overlong { truncate, drop, split };
+Overlong parse_overlong(const std::string& name);  // throws std::invalid_argument naming it
+
+struct DatasetOptions {
+  SourceOptions source;         // path, format ("jsonl" | "text" | "tokens" | "auto"), columns
+  int64_t seq_len = 0;          // row length T; samples of more than T + 1 ids are over-long
+  Overlong overlong = Overlong::truncate;
+  // Token files: "uint16" | "uint32" element type, and whether an EOS inside a window starts a
+  // new document (positions restart, attention does not cross it).
+  std::string token_dtype;
+  bool document_masking = true;
+  // Tokenized samples are kept in memory up to this many bytes; a larger data set is
+  // re-tokenized from its source on each access (bounded memory, more CPU).
+  int64_t cache_bytes = int64_t{1} << 30;
 };
 
 struct DatasetStats {
-  int64_t records = 0;
-  int64_t truncated = 0;  // records longer than max_seq_len + 1 ids, cut
+  int64_t records = 0;    // records read from the source
+  int64_t skipped = 0;    // invalid lines skipped (skip_invalid)
+  int64_t truncated = 0;  // over-long samples cut
+  int64_t dropped = 0;    // over-long samples left out
+  int64_t split = 0;      // over-long samples cut into several windows
+  int64_t tokens = 0;     // ids over all samples
 };
 
 class Dataset {
  public:
-  // Reads `path` (JSONL). Each line is an object with "text" or with "prompt" and "completion"
-  // (strings; other keys are ignored). Errors name the file and line: malformed JSON, missing
-  // field, wrong type; an empty file is an error. Samples longer than max_seq_len + 1 ids are
-  // truncated (counted in stats()); max_seq_len <= 0 keeps every sample whole. Errors are
-  // std::runtime_error.
-  static Dataset from_jsonl(const std::string& path, const ByteTokenizer& tokenizer,
-                            int64_t max_seq_len);
-
-  int64_t size() const { return static_cast<int64_t>(samples_.size()); }
-  const Sample& operator[](int64_t i) const { return samples_[static_cast<size_t>(i)]; }
-  const DatasetStats& stats() const { return stats_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::vector<Sample> samples_;
-  DatasetStats stats_;
-  std::string path_;
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual Sample sample(int64_t index) const = 0;
+  // ids in sample(index), without building it: what packing plans with. For preference data,
+  // the longer of chosen and rejected.
+  virtual int64_t length(int64_t index) const = 0;
+  virtual RecordKind kind() const = 0;
+  virtual const DatasetStats& stats() const = 0;
+  virtual const std::string& path() const = 0;
+  // Changes when the samples would: a hash of the lengths and the options that made them.
+  // A resumed data position is refused when it does not match.
+  virtual uint64_t fingerprint() const = 0;
 };
+
+// Opens a dataset. Errors (std::runtime_error) name the file and line; an empty data set (no
+// samples after dropping) is an error, raised here, before training starts.
+// `chat_template` may be null; it is needed only for messages records. The dataset keeps both.
+std::shared_ptr<const Dataset> open_dataset(const DatasetOptions& options, std::shared_ptr<const Tokenizer> tokenizer,
+                                            std::shared_ptr<const ChatTemplate> chat_template);
+
+// Samples held in memory (tests, small tools).
+std::shared_ptr<const Dataset> make_memory_dataset(std::vector<Sample> samples, RecordKind kind = RecordKind::text,
+                                                   std::string name = "<memory>");
 
 }  // namespace lyre

@@ -74,6 +74,24 @@ class RecordSource {
 // record per file, in name order). Errors (std::runtime_error) name the file and, for JSONL, the
 // line: malformed JSON, a missing column (named, with the mapping that led to it), a value of
 // the wrong type, a record whose kind differs from the first one's, no records at all.
+//
+// JSONL, line by line (blank lines are ignored; CRLF and a leading UTF-8 BOM are fine):
+// - A record's kind comes from the columns it has, the most structured first: "messages", then
+//   "chosen"/"rejected" (preference), then "completion" (prompt_completion), then "text". Other
+//   columns are ignored, and a null value counts as absent (data set exports write null for a
+//   column a row lacks). The first record fixes the file's kind; a later record of another kind
+//   is an error even with skip_invalid, since it means the file is not what it seems.
+// - Values are strings; "messages" is an array of objects with string "role" and "content".
+// - With column_mapping {"role": "from"} (ShareGPT), the roles "human", "gpt" and "system" read
+//   as "user", "assistant" and "system"; other roles are kept as they are.
+// - Invalid UTF-8 is an error naming the line and column: the file must be UTF-8.
+// Text: the whole file is one `text` record and must be UTF-8; a directory gives one record per
+// .txt/.md file directly in it (not in subfolders), in name order, skipping empty files.
 std::unique_ptr<RecordSource> open_record_source(const SourceOptions& options);
+
+// The JSONL reader over text in memory instead of a file: `source_name` stands for the file name
+// in errors and Record::where; options.path and options.format are not used. For tests and fuzzing.
+std::unique_ptr<RecordSource> open_jsonl_buffer(std::string text, const std::string& source_name,
+                                                const SourceOptions& options);
 
 }  // namespace lyre

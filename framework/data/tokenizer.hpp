@@ -68,6 +68,10 @@ class Tokenizer {
 
  protected:
   TokenizerInfo info_;
+
+ private:
+  // Fills info_ from tokenizer_config.json after a loader has built the tokenizer.
+  friend std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 };
 
 // Loads the tokenizer of a model directory (see the kinds above), a single tokenizer file, or

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "data/byte_tokenizer.hpp"
 #include "data/dataset.hpp"
+#include "data/tokenizer.hpp"
 #include "plugin/handles.hpp"
 
 namespace lyre {
@@ -21,9 +21,10 @@ struct ExactMatchResult {
 };
 
 // Runs over the first `max_samples` prompt/completion records of `dataset` in batches of
-// `batch_size`, each prompt as [BOS] + prompt bytes, decoding up to max_new_tokens greedily and
-// stopping at EOS. A record matches when the decoded text equals its completion exactly.
-ExactMatchResult exact_match(Model& model, const Dataset& dataset, const ByteTokenizer& tokenizer,
+// `batch_size`, each prompt encoded as in training (the tokenizer's prefix ids + the prompt's
+// ids), decoding up to max_new_tokens greedily and stopping at EOS. A record matches when the
+// decoded text (special tokens skipped) equals its completion exactly.
+ExactMatchResult exact_match(Model& model, const Dataset& dataset, const Tokenizer& tokenizer,
                              int64_t max_samples, int32_t max_new_tokens, int64_t batch_size);
 
 }  // namespace lyre

@@ -8,7 +8,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "data/chat_template.hpp"
 #include "data/dataloader.hpp"
+#include "data/tokenizer.hpp"
 #include "plugin/error.hpp"
 #include "plugin/plugin_host.hpp"
 #include "train/exact_match.hpp"
@@ -28,14 +30,38 @@ std::string resolve(const std::string& base_dir, const std::string& path) {
 DataloaderConfig read_dataloader(ConfigReader r, const std::string& base_dir) {
   DataloaderConfig d;
   auto path = r.get_optional_string("path");
-  if (!path) r.fail("path", "is required (a JSONL file)");
+  if (!path) r.fail("path", "is required (a JSONL file, a text file or folder, or a token file)");
   d.path = resolve(base_dir, *path);
+  d.format = r.get_string("format", d.format);
+  if (d.format != "auto" && d.format != "jsonl" && d.format != "text" && d.format != "tokens")
+    r.fail("format", "must be \"jsonl\", \"text\", \"tokens\" or \"auto\", got \"" + d.format + "\"");
+  const nlohmann::json mapping = r.get_json("column_mapping");
+  if (!mapping.is_null()) {
+    if (!mapping.is_object()) r.fail("column_mapping", "must be an object of field -> column name");
+    for (const auto& [field, column] : mapping.items()) {
+      if (!column.is_string()) r.fail("column_mapping", "value of \"" + field + "\" must be a column name (string)");
+      d.column_mapping[field] = column.get<std::string>();
+    }
+  }
+  d.skip_invalid = r.get_bool("skip_invalid", d.skip_invalid);
   d.per_device_batch_size = r.get_int("per_device_batch_size", d.per_device_batch_size, 1);
   auto seq_len = r.get_optional_int("seq_len", 2);
   if (!seq_len) r.fail("seq_len", "is required (the row length in tokens)");
   d.seq_len = *seq_len;
   d.shuffle = r.get_bool("shuffle", d.shuffle);
   d.drop_last = r.get_bool("drop_last", d.drop_last);
+  d.packing = r.get_bool("packing", d.packing);
+  d.pack_window = r.get_int("pack_window", d.pack_window, 1);
+  d.overlong = r.get_string("overlong", d.overlong);
+  try {
+    parse_overlong(d.overlong);
+  } catch (const std::invalid_argument& e) {
+    r.fail("overlong", e.what());
+  }
+  d.token_dtype = r.get_string("token_dtype", d.token_dtype);
+  if (!d.token_dtype.empty() && d.token_dtype != "uint16" && d.token_dtype != "uint32")
+    r.fail("token_dtype", "must be \"uint16\" or \"uint32\", got \"" + d.token_dtype + "\"");
+  d.document_masking = r.get_bool("document_masking", d.document_masking);
   r.finish();
   return d;
 }
@@ -56,6 +82,16 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
   ConfigReader r(config, source);
 
   run.seed = static_cast<uint64_t>(r.get_int("seed", 0, 0));
+  run.tokenizer = r.get_string("tokenizer", run.tokenizer);
+  if (run.tokenizer != "byte") run.tokenizer = resolve(base_dir, run.tokenizer);
+  run.chat_template = r.get_string("chat_template", run.chat_template);
+  if (!run.chat_template.empty()) {
+    try {
+      chat_template_by_name(run.chat_template);
+    } catch (const std::exception& e) {
+      r.fail("chat_template", e.what());
+    }
+  }
   run.backend = r.get_string("backend", run.backend);
   r.section("backend_options");  // checks it is an object; the backend checks its keys
   run.backend_options = r.get_json("backend_options");
@@ -163,21 +199,69 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
 
 namespace {
 
-std::shared_ptr<Dataloader> make_loader(const DataloaderConfig& d, const ByteTokenizer& tokenizer, uint64_t seed) {
-  auto dataset = std::make_shared<Dataset>(Dataset::from_jsonl(d.path, tokenizer, d.seq_len));
-  if (dataset->stats().truncated > 0) {
-    spdlog::warn("{}: {} of {} records are longer than seq_len {} and were truncated", d.path,
-                 dataset->stats().truncated, dataset->stats().records, d.seq_len);
+struct DataContext {
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::shared_ptr<const ChatTemplate> chat_template;  // null until a messages data set asks
+  std::string chat_template_name;                     // from the config; empty: recognise
+  std::string unrecognised;  // why the tokenizer's own template could not be used
+};
+
+std::shared_ptr<Dataloader> make_loader(const DataloaderConfig& d, DataContext& data, uint64_t seed, const char* role) {
+  DatasetOptions options;
+  options.source.path = d.path;
+  options.source.format = d.format;
+  options.source.column_mapping = d.column_mapping;
+  options.source.skip_invalid = d.skip_invalid;
+  options.seq_len = d.seq_len;
+  options.overlong = parse_overlong(d.overlong);
+  options.token_dtype = d.token_dtype;
+  options.document_masking = d.document_masking;
+  if (!data.chat_template) {
+    // Chosen up front: records are tokenized as the dataset opens. A name in the config wins;
+    // otherwise the tokenizer's own template is recognised, and only a messages data set needs it.
+    if (!data.chat_template_name.empty()) {
+      data.chat_template = chat_template_by_name(data.chat_template_name);
+    } else if (!data.tokenizer->info().chat_template.empty()) {
+      try {
+        data.chat_template = recognise_chat_template(data.tokenizer->info().chat_template, data.tokenizer->info().source);
+      } catch (const std::exception& e) {
+        data.unrecognised = e.what();  // an error only if the data has messages
+      }
+    } else {
+      data.unrecognised = data.tokenizer->info().source + " has no chat_template; name one with \"chat_template\" in the config";
+    }
   }
+  std::shared_ptr<const Dataset> dataset;
+  try {
+    dataset = open_dataset(options, data.tokenizer, data.chat_template);
+  } catch (const std::exception& e) {
+    if (data.chat_template || data.unrecognised.empty()) throw;
+    throw std::runtime_error(std::string(e.what()) + " (" + data.unrecognised + ")");
+  }
+  const DatasetStats& st = dataset->stats();
+  spdlog::info("{} data {}: {} {} records -> {} samples, {} tokens{}", role, d.path, st.records,
+               record_kind_name(dataset->kind()), dataset->size(), st.tokens,
+               data.chat_template && dataset->kind() == RecordKind::messages ? fmt::format(" (chat template {})", data.chat_template->name()) : std::string());
+  if (st.skipped > 0) spdlog::warn("{}: {} invalid lines skipped (skip_invalid)", d.path, st.skipped);
+  if (st.truncated > 0)
+    spdlog::warn("{}: {} of {} samples are longer than seq_len {} + 1 ids and were truncated", d.path, st.truncated,
+                 st.records, d.seq_len);
+  if (st.dropped > 0)
+    spdlog::warn("{}: {} of {} samples are longer than seq_len {} + 1 ids and were dropped", d.path, st.dropped,
+                 st.records, d.seq_len);
+  if (st.split > 0)
+    spdlog::info("{}: {} long samples were split into windows of seq_len {} + 1 ids", d.path, st.split, d.seq_len);
   DataloaderOptions o;
   o.per_device_batch_size = d.per_device_batch_size;
   o.seq_len = d.seq_len;
   o.shuffle = d.shuffle;
   o.drop_last = d.drop_last;
+  o.packing = d.packing;
+  o.pack_window = d.pack_window;
   o.seed = seed;
   o.rank = host_api()->rank;
   o.world_size = host_api()->world_size;
-  o.pad_id = tokenizer.pad_id();
+  o.pad_id = std::max(0, data.tokenizer->info().pad_id >= 0 ? data.tokenizer->info().pad_id : data.tokenizer->info().eos_id);
   return std::make_shared<Dataloader>(dataset, o);
 }
 
@@ -200,20 +284,25 @@ RunSummary run_training(const RunConfig& config, const std::vector<std::string>&
 
   nlohmann::json hf = nlohmann::json::parse(config.model_config_text, nullptr, false);
   if (hf.is_discarded()) throw ConfigError(config.model_config_source + ": invalid JSON");
-  ByteTokenizer tokenizer;
+  DataContext data;
+  data.tokenizer = load_tokenizer(config.tokenizer);
+  data.chat_template_name = config.chat_template;
+  const Tokenizer& tokenizer = *data.tokenizer;
   if (hf.contains("vocab_size") && hf["vocab_size"].is_number_integer() &&
       hf["vocab_size"].get<int64_t>() < tokenizer.vocab_size()) {
     throw ConfigError(config.model_config_source + ": vocab_size " + std::to_string(hf["vocab_size"].get<int64_t>()) +
-                      " is smaller than the byte tokenizer's " + std::to_string(tokenizer.vocab_size()));
+                      " is smaller than the tokenizer's " + std::to_string(tokenizer.vocab_size()) + " (" +
+                      tokenizer.info().source + ")");
   }
+  spdlog::info("tokenizer {}: {}, {} ids", tokenizer.info().source, tokenizer.info().kind, tokenizer.vocab_size());
 
   Model model(backend, config.model_config_text, config.backend_options.dump());
   init_weights(model, config.init_seed, config.init_std);
   Optimizer optimizer(model, config.optimizer_options.dump());
   Objective objective(objective_plugin, config.objective_options.dump());
 
-  std::shared_ptr<Dataloader> train = make_loader(config.train, tokenizer, config.seed);
-  std::shared_ptr<Dataloader> eval = config.eval ? make_loader(*config.eval, tokenizer, config.seed) : nullptr;
+  std::shared_ptr<Dataloader> train = make_loader(config.train, data, config.seed, "train");
+  std::shared_ptr<Dataloader> eval = config.eval ? make_loader(*config.eval, data, config.seed, "eval") : nullptr;
 
   LyreBackend_DeviceInfo_Args info{};
   info.struct_size = sizeof info;
@@ -224,10 +313,12 @@ RunSummary run_training(const RunConfig& config, const std::vector<std::string>&
                stats.num_parameters_trainable / 1e6, stats.train_flops_per_token / 1e6, train->dataset().size(),
                eval ? fmt::format(" | eval {} samples", eval->dataset().size()) : std::string());
 
-  std::shared_ptr<Dataset> exact_data;
+  std::shared_ptr<const Dataset> exact_data;
   ExactMatchResult before;
   if (config.exact_match) {
-    exact_data = std::make_shared<Dataset>(Dataset::from_jsonl(config.exact_match->path, tokenizer, 1 << 20));
+    DatasetOptions x;
+    x.source.path = config.exact_match->path;
+    exact_data = open_dataset(x, data.tokenizer, data.chat_template);
     if (config.exact_match->at_start) {
       before = exact_match(model, *exact_data, tokenizer, config.exact_match->max_samples,
                            config.exact_match->max_new_tokens, config.exact_match->batch_size);

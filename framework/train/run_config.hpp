@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,11 +16,19 @@
 namespace lyre {
 
 struct DataloaderConfig {
-  std::string path;  // JSONL, resolved against the config file's folder
+  std::string path;  // JSONL, text, or token file; resolved against the config file's folder
+  std::string format = "auto";  // jsonl | text | tokens | auto (by extension)
+  std::map<std::string, std::string> column_mapping;
+  bool skip_invalid = false;
   int64_t per_device_batch_size = 8;
   int64_t seq_len = 0;
   bool shuffle = true;
   bool drop_last = true;
+  bool packing = false;
+  int64_t pack_window = 64;
+  std::string overlong = "truncate";  // truncate | drop | split
+  std::string token_dtype;            // token files: uint16 | uint32
+  bool document_masking = true;       // token files: an EOS starts a new document
 };
 
 struct ExactMatchConfig {
@@ -36,6 +45,8 @@ struct RunConfig {
   nlohmann::json backend_options = nlohmann::json::object();
   std::string model_config_text;   // the HF config.json text
   std::string model_config_source;  // where it came from
+  std::string tokenizer = "byte";   // "byte", or a model directory / tokenizer file
+  std::string chat_template;        // a built-in template's name; empty: from tokenizer_config.json
   uint64_t init_seed = 0;
   double init_std = 0.02;
   std::string objective_name = "sft";

@@ -74,21 +74,28 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, Objective& objective,
     throw ConfigError("the objective needs paired rows, which this data loader cannot make yet");
   }
 
-  const int64_t micro_per_epoch = train_.batches_per_epoch();
-  steps_per_epoch_ = micro_per_epoch / options_.gradient_accumulation_steps;
+  // With packing, the number of batches differs a little from epoch to epoch (each epoch packs
+  // another order); the first epoch's count is checked and reported.
+  const int64_t accum = options_.gradient_accumulation_steps;
+  const int64_t micro_per_epoch = train_.batches_in_epoch(0);
+  steps_per_epoch_ = micro_per_epoch / accum;
   if (steps_per_epoch_ == 0) {
     throw ConfigError("the training data is too small for one optimizer step: " +
                       std::to_string(train_.dataset().size()) + " samples give " +
                       std::to_string(micro_per_epoch) + " batches of " +
-                      std::to_string(train_.options().per_device_batch_size) + " per epoch, and a step takes " +
-                      std::to_string(options_.gradient_accumulation_steps) + " (gradient_accumulation_steps)");
+                      std::to_string(train_.options().per_device_batch_size) + " rows per epoch, and a step takes " +
+                      std::to_string(accum) + " (gradient_accumulation_steps)");
   }
-  if (micro_per_epoch % options_.gradient_accumulation_steps != 0) {
+  if (micro_per_epoch % accum != 0) {
     spdlog::warn("{} micro-batches per epoch is not a multiple of gradient_accumulation_steps {}: the last {} of each epoch are skipped",
-                 micro_per_epoch, options_.gradient_accumulation_steps, micro_per_epoch % options_.gradient_accumulation_steps);
+                 micro_per_epoch, accum, micro_per_epoch % accum);
   }
-  if (options_.steps) total_steps_ = *options_.steps;
-  else total_steps_ = options_.epochs.value_or(1) * steps_per_epoch_;
+  if (options_.steps) {
+    total_steps_ = *options_.steps;
+  } else {
+    total_steps_ = 0;
+    for (int64_t e = 0; e < options_.epochs.value_or(1); ++e) total_steps_ += train_.batches_in_epoch(e) / accum;
+  }
 
   schedule_ = LrSchedule(options_.schedule, total_steps_);
   flops_per_token_ = model_.stats(train_.options().seq_len).train_flops_per_token;
@@ -97,15 +104,16 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, Objective& objective,
 StepRecord Trainer::run_step(int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t accum = options_.gradient_accumulation_steps;
-  const int64_t epoch = step / steps_per_epoch_;
-  const int64_t first_micro = (step % steps_per_epoch_) * accum;
+  const int64_t epoch = train_.epoch();
 
   // The normaliser counts the whole step's loss tokens before any compute (DESIGN.md).
   std::vector<Batch> micro;
   micro.reserve(static_cast<size_t>(accum));
   double normalizer = 0;
   for (int64_t i = 0; i < accum; ++i) {
-    micro.push_back(train_.batch(epoch, first_micro + i));
+    std::optional<Batch> batch = train_.next();
+    if (!batch) throw std::logic_error("Trainer: the data loader ran out of batches mid-step");
+    micro.push_back(std::move(*batch));
     normalizer += objective_.normalizer(micro.back());
   }
   normalizer = all_ranks_sum(normalizer);
@@ -129,6 +137,7 @@ StepRecord Trainer::run_step(int64_t step) {
     model_.backward(batch, dlogp_);
     record.loss += result.loss;
     record.tokens += batch.num_tokens();
+    record.positions += batch.size();
     record.samples += batch.num_samples;
   }
   if (!std::isfinite(record.loss)) {
@@ -150,13 +159,15 @@ StepRecord Trainer::run_step(int64_t step) {
 
 void Trainer::log_interval(const std::vector<StepRecord>& interval, const StepRecord& last) const {
   double seconds = 0, loss = 0;
-  int64_t tokens = 0, samples = 0;
+  int64_t tokens = 0, positions = 0, samples = 0;
   for (const StepRecord& r : interval) {
     seconds += r.step_seconds;
     loss += r.loss;
     tokens += r.tokens;
+    positions += r.positions;
     samples += r.samples;
   }
+  const double padding = positions > 0 ? 1.0 - static_cast<double>(tokens) / static_cast<double>(positions) : 0.0;
   loss /= static_cast<double>(interval.size());
   const double tokens_per_s = tokens / seconds;
   const double peak = probe_.peak_flops ? probe_.peak_flops() : 0.0;
@@ -164,9 +175,9 @@ void Trainer::log_interval(const std::vector<StepRecord>& interval, const StepRe
   const uint64_t backend_bytes = probe_.memory_used_bytes ? probe_.memory_used_bytes() : 0;
   spdlog::info(
       "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.3f} | {:.3f}s/step | {:.0f} tok/s | "
-      "{:.1f} samples/s | mfu {:.1f}% | mem {} (rss {})",
+      "{:.1f} samples/s | padding {:.1f}% | mfu {:.1f}% | mem {} (rss {})",
       last.step, total_steps_, last.epoch, loss, last.learning_rate, last.grad_norm,
-      seconds / static_cast<double>(interval.size()), tokens_per_s, samples / seconds, 100.0 * mfu,
+      seconds / static_cast<double>(interval.size()), tokens_per_s, samples / seconds, 100.0 * padding, 100.0 * mfu,
       mib(backend_bytes), mib(resident_bytes()));
 }
 
@@ -175,9 +186,13 @@ TrainResult Trainer::train() {
   std::vector<StepRecord> interval;
   spdlog::info("training {} steps ({} per epoch, {} micro-batch(es) of {} per step)", total_steps_,
                steps_per_epoch_, options_.gradient_accumulation_steps, train_.options().per_device_batch_size);
+  const int64_t accum = options_.gradient_accumulation_steps;
+  auto epoch_ends = [&] { return train_.position() + accum > train_.batches_in_epoch(train_.epoch()); };
+  train_.start_epoch(0);
   for (int64_t step = 0; step < total_steps_; ++step) {
-    const int64_t epoch = step / steps_per_epoch_;
-    if (step % steps_per_epoch_ == 0) result.epochs_started = epoch + 1;
+    if (epoch_ends()) train_.start_epoch(train_.epoch() + 1);
+    const int64_t epoch = train_.epoch();
+    if (train_.position() == 0) result.epochs_started = epoch + 1;
 
     StepRecord record = run_step(step);
     result.steps.push_back(record);
@@ -187,7 +202,7 @@ TrainResult Trainer::train() {
       interval.clear();
     }
 
-    const bool epoch_done = (step + 1) % steps_per_epoch_ == 0;
+    const bool epoch_done = epoch_ends();
     bool run_eval = false;
     if (eval_ && options_.eval_steps_interval) run_eval = record.step % *options_.eval_steps_interval == 0;
     if (eval_ && options_.eval_epochs_interval && epoch_done) {
@@ -210,18 +225,29 @@ EvalRecord Trainer::evaluate() {
   const int64_t limit = options_.max_eval_samples.value_or(INT64_MAX);
   for (int64_t i = 0; i < eval_->batches_per_epoch() && record.samples < limit; ++i) {
     Batch batch = eval_->batch(0, i);
-    // Blank the rows past max_eval_samples so they count nowhere.
-    const int64_t keep = std::min(batch.num_samples, limit - record.samples);
-    for (int64_t b = keep; b < batch.batch_size; ++b) {
+    // Rows are kept while fewer than max_eval_samples samples were read (a packed row holds
+    // several: its segments); later rows are blanked so they count nowhere.
+    int64_t kept = 0;
+    for (int64_t b = 0; b < batch.batch_size; ++b) {
+      const size_t row = static_cast<size_t>(b * batch.seq_len);
+      int64_t row_samples = 0;
       for (int64_t t = 0; t < batch.seq_len; ++t) {
-        const size_t k = static_cast<size_t>(b * batch.seq_len + t);
+        const int32_t seg = batch.segment_ids[row + static_cast<size_t>(t)];
+        if (seg != 0 && (t == 0 || seg != batch.segment_ids[row + static_cast<size_t>(t) - 1])) ++row_samples;
+      }
+      if (record.samples + kept < limit) {
+        kept += row_samples;
+        continue;
+      }
+      for (int64_t t = 0; t < batch.seq_len; ++t) {
+        const size_t k = row + static_cast<size_t>(t);
         batch.targets[k] = -1;
         batch.loss_mask[k] = 0;
         batch.segment_ids[k] = 0;
       }
     }
-    batch.num_samples = keep;
-    record.samples += keep;
+    batch.num_samples = kept;
+    record.samples += kept;
     const double normalizer = objective_.normalizer(batch);
     if (normalizer <= 0) continue;
     model_.forward(batch, LYRE_FORWARD_NO_GRAD, logp_);

@@ -45,6 +45,7 @@ struct StepRecord {
   double grad_norm = 0;  // before clipping
   double step_seconds = 0;
   int64_t tokens = 0;   // non-padding input tokens in the step's micro-batches
+  int64_t positions = 0;  // all row positions of those micro-batches, padding included
   int64_t samples = 0;
 };
 
@@ -85,6 +86,8 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
 
  private:
+  // One optimizer step on the next gradient_accumulation_steps batches of train_ (which the
+  // caller has positioned: train_.state() is the data position a checkpoint saves).
   StepRecord run_step(int64_t step);
   void log_interval(const std::vector<StepRecord>& interval, const StepRecord& last) const;
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/byte_tokenizer.hpp"
 #include "data/dataloader.hpp"
 #include "temp_files.hpp"
 
@@ -17,6 +18,16 @@ using lyre::DataloaderOptions;
 using lyre::Dataset;
 using lyre::test::TempDir;
 
+// Unpacked loaders put one sample in a row: the sample index per row, -1 for padding.
+std::vector<int64_t> batch_indices(const Dataloader& loader, int64_t epoch, int64_t index) {
+  std::vector<int64_t> out;
+  for (const auto& row : loader.batch_rows(epoch, index)) {
+    REQUIRE(row.size() <= 1);
+    out.push_back(row.empty() ? -1 : row[0]);
+  }
+  return out;
+}
+
 namespace {
 
 constexpr int32_t kBos = ByteTokenizer::kBos;
@@ -25,7 +36,9 @@ constexpr int32_t kPad = ByteTokenizer::kPad;
 
 std::shared_ptr<const Dataset> load(const std::string& jsonl) {
   TempDir dir;
-  return std::make_shared<const Dataset>(Dataset::from_jsonl(dir.write("d.jsonl", jsonl), ByteTokenizer{}, 0));
+  lyre::DatasetOptions o;
+  o.source.path = dir.write("d.jsonl", jsonl);
+  return lyre::open_dataset(o, std::make_shared<ByteTokenizer>(), nullptr);
 }
 
 // n text records; record i is "s<i>".
@@ -53,13 +66,13 @@ DataloaderOptions options(int64_t batch, int32_t rank, int32_t world, bool shuff
 std::vector<int64_t> epoch_order(const std::shared_ptr<const Dataset>& ds, bool shuffle, uint64_t seed,
                                  int64_t epoch) {
   const Dataloader all(ds, options(ds->size(), 0, 1, shuffle, false, seed));
-  return all.batch_indices(epoch, 0);
+  return batch_indices(all, epoch, 0);
 }
 
 }  // namespace
 
 TEST_CASE("a batch lays out tokens, targets, positions, segments and loss mask") {
-  const auto ds = load("{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"text\": \"hello\"}\n");
+  const auto ds = load("{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"h\", \"completion\": \"ello\"}\n");
   DataloaderOptions o = options(3, 0, 1, false, false);
   o.seq_len = 6;
   const Dataloader loader(ds, o);
@@ -72,7 +85,8 @@ TEST_CASE("a batch lays out tokens, targets, positions, segments and loss mask")
 
   // Row 0: ids [BOS a b c EOS], only c and EOS trained; EOS is a target, never an input, so
   //        4 positions hold data and 2 are padding.
-  // Row 1: ids [BOS h e l l o EOS] fills the row exactly: 6 inputs, 6 targets.
+  // Row 1: ids [BOS h e l l o EOS] fills the row exactly: 6 inputs, 6 targets; "ello" and EOS
+  //        trained.
   // Row 2: no sample, all padding.
   const std::vector<int32_t> tokens = {kBos, 'a', 'b', 'c', kPad, kPad,  //
                                        kBos, 'h', 'e', 'l', 'l', 'o',    //
@@ -82,7 +96,7 @@ TEST_CASE("a batch lays out tokens, targets, positions, segments and loss mask")
                                         -1, -1, -1, -1, -1, -1};
   const std::vector<int32_t> positions = {0, 1, 2, 3, 0, 0, 0, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0};
   const std::vector<int32_t> segments = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
-  const std::vector<int32_t> loss_mask = {0, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+  const std::vector<int32_t> loss_mask = {0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
   CHECK(b.tokens == tokens);
   CHECK(b.targets == targets);
   CHECK(b.positions == positions);
@@ -132,7 +146,7 @@ TEST_CASE("rank r of w takes the r-th slice of each global batch") {
               const Dataloader loader(ds, options(batch, rank, world, shuffle, drop_last));
               REQUIRE(loader.batches_per_epoch() == expected_batches);
               for (int64_t i = 0; i < expected_batches; ++i) {
-                const std::vector<int64_t> got = loader.batch_indices(epoch, i);
+                const std::vector<int64_t> got = batch_indices(loader, epoch, i);
                 REQUIRE(got.size() == static_cast<size_t>(batch));
                 int64_t real = 0;
                 for (int64_t j = 0; j < batch; ++j) {
@@ -167,8 +181,8 @@ TEST_CASE("without shuffling the order is the dataset's") {
   CHECK(epoch_order(ds, false, 7, 0) == identity);
   CHECK(epoch_order(ds, false, 7, 5) == identity);
   const Dataloader rank1(ds, options(2, 1, 2, false, true));
-  CHECK(rank1.batch_indices(0, 0) == std::vector<int64_t>{2, 3});
-  CHECK(rank1.batch_indices(0, 1) == std::vector<int64_t>{6, 7});
+  CHECK(batch_indices(rank1, 0, 0) == std::vector<int64_t>{2, 3});
+  CHECK(batch_indices(rank1, 0, 1) == std::vector<int64_t>{6, 7});
 }
 
 TEST_CASE("shuffling repeats per (seed, epoch) and changes across epochs and seeds") {
@@ -188,9 +202,9 @@ TEST_CASE("shuffling repeats per (seed, epoch) and changes across epochs and see
 
   // The cached order of another epoch does not leak into this one.
   const Dataloader loader(ds, options(50, 0, 1, true, false));
-  const std::vector<int64_t> e1 = loader.batch_indices(1, 0);
-  CHECK(loader.batch_indices(0, 0) == e0);
-  CHECK(loader.batch_indices(1, 0) == e1);
+  const std::vector<int64_t> e1 = batch_indices(loader, 1, 0);
+  CHECK(batch_indices(loader, 0, 0) == e0);
+  CHECK(batch_indices(loader, 1, 0) == e1);
 }
 
 TEST_CASE("shuffled order is pinned across platforms") {
@@ -219,8 +233,8 @@ TEST_CASE("drop_last drops the last incomplete global batch, else pads it") {
     const Dataloader r1(ds, options(2, 1, 2, false, false));
     REQUIRE(r0.batches_per_epoch() == 3);
     REQUIRE(r1.batches_per_epoch() == 3);
-    CHECK(r0.batch_indices(0, 2) == std::vector<int64_t>{8, 9});
-    CHECK(r1.batch_indices(0, 2) == std::vector<int64_t>{-1, -1});
+    CHECK(batch_indices(r0, 0, 2) == std::vector<int64_t>{8, 9});
+    CHECK(batch_indices(r1, 0, 2) == std::vector<int64_t>{-1, -1});
     const Batch empty = r1.batch(0, 2);
     CHECK(empty.num_samples == 0);
     CHECK(empty.num_tokens() == 0);

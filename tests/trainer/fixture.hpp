@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "data/byte_tokenizer.hpp"
 #include "data/dataloader.hpp"
 #include "plugin/handles.hpp"
 #include "plugin/plugin_host.hpp"
@@ -28,6 +29,14 @@ inline std::string temp_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("lyre-test-" + name + "-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// A JSONL file as a Dataset, tokenized by the byte tokenizer.
+inline std::shared_ptr<const Dataset> open_jsonl(const std::string& path, int64_t seq_len) {
+  DatasetOptions o;
+  o.source.path = path;
+  o.seq_len = seq_len;
+  return open_dataset(o, std::make_shared<ByteTokenizer>(), nullptr);
 }
 
 // `count` reversal records ("abc=" -> "cba"), deterministic.
@@ -64,14 +73,12 @@ struct Setup {
     o.shuffle = shuffle;
     o.seed = seed;
     o.pad_id = tok.pad_id();
-    auto train_data = std::make_shared<Dataset>(
-        Dataset::from_jsonl(write_reversal_jsonl(dir, "train.jsonl", train_records, 1), tok, o.seq_len));
+    auto train_data = open_jsonl(write_reversal_jsonl(dir, "train.jsonl", train_records, 1), o.seq_len);
     train = std::make_shared<Dataloader>(train_data, o);
     if (eval_records > 0) {
       o.shuffle = false;
       o.drop_last = false;
-      auto eval_data = std::make_shared<Dataset>(
-          Dataset::from_jsonl(write_reversal_jsonl(dir, "eval.jsonl", eval_records, 2), tok, o.seq_len));
+      auto eval_data = open_jsonl(write_reversal_jsonl(dir, "eval.jsonl", eval_records, 2), o.seq_len);
       eval = std::make_shared<Dataloader>(eval_data, o);
     }
   }

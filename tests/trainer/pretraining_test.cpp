@@ -24,7 +24,7 @@ TEST_CASE("continued pretraining on text records lowers the loss on every token"
   o.per_device_batch_size = 4;
   o.seq_len = 32;
   o.pad_id = tokenizer.pad_id();
-  auto data = std::make_shared<Dataset>(Dataset::from_jsonl(path, tokenizer, o.seq_len));
+  auto data = test::open_jsonl(path, o.seq_len);
   Dataloader loader(data, o);
 
   // Every real token but the last of a record is a loss token: the normaliser says so.
