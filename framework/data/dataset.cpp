@@ -119,9 +119,12 @@ class RecordDataset final : public Dataset {
   void tokenize_all() {
     const int64_t n = source_->size();
     std::vector<int64_t> lengths(static_cast<size_t>(n));
-    std::vector<Sample> samples(static_cast<size_t>(n));
-    std::atomic<int64_t> next{0}, cached_bytes{0};
-    std::atomic<bool> keep{true};
+    // The cache's slots cost memory even empty: a data set whose slots alone exceed the budget
+    // is never cached, so memory stays bounded by the per-record index.
+    const bool cacheable = static_cast<int64_t>(sizeof(Sample)) * n <= options_.cache_bytes;
+    std::vector<Sample> samples(cacheable ? static_cast<size_t>(n) : 0);
+    std::atomic<int64_t> next{0}, cached_bytes{static_cast<int64_t>(sizeof(Sample)) * n};
+    std::atomic<bool> keep{cacheable};
     std::exception_ptr failure;
     std::mutex failure_mutex;
     auto work = [&] {
