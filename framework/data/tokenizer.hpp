@@ -8,7 +8,10 @@
 //   vocab.json|encoder.json + merges.txt|vocab.bpe   GPT-2's original files
 //   "byte" (no directory)          lyre's byte-level toy tokenizer (quickstart)
 // tokenizer_config.json, when present beside them, supplies bos/eos/pad/unk tokens,
-// add_bos_token/add_eos_token and the chat_template text.
+// add_bos_token/add_eos_token and the chat_template text. Where it has add_bos_token or
+// add_eos_token, those decide prefix_ids/suffix_ids instead of the post-processor's template, as
+// LlamaTokenizerFast/GemmaTokenizerFast rebuild it (so a BOS is never doubled). A .model without
+// tokenizer_config.json gets [bos] as prefix, as LlamaTokenizer does by default.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +25,9 @@ namespace lyre {
 
 // One encoding: ids and, for each id, the byte range [begin, end) of the input text it came
 // from. A token made of several pieces of one character (byte fallback, byte-level splitting a
-// multi-byte character) gets that character's range; inserted tokens (BOS/EOS of the
-// post-processor, Metaspace's prefix) get an empty range at the position they stand for.
+// multi-byte character) gets that character's range, so neighbouring ranges may overlap by up to
+// 3 bytes; inserted tokens (Metaspace's prefix "▁" alone) get an empty range at the position they
+// stand for. Ranges are untrimmed (HF's trim_offsets does not apply): " world" covers its space.
 struct Encoding {
   std::vector<int32_t> ids;
   std::vector<uint32_t> begin, end;  // byte offsets into the encoded text, same length as ids
@@ -46,7 +50,9 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   // Text to ids, without the post-processor's prefix/suffix. Added and special tokens written
-  // in the text ("<|eot_id|>") become their ids, as a HF tokenizer does by default. Any bytes
+  // in the text ("<|eot_id|>") become their ids, as a HF tokenizer does by default (matched in
+  // the raw text, also those marked "normalized"; SentencePiece: its control pieces). Safe to
+  // call from several threads at once. Any bytes
   // are accepted: invalid UTF-8 is encoded as its bytes (byte-level, byte fallback) or <unk>,
   // never a crash. Offsets are filled only when with_offsets is true.
   virtual Encoding encode(std::string_view text, bool with_offsets = false) const = 0;

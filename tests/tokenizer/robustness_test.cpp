@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "data/byte_tokenizer.hpp"
 #include "data/tokenizer.hpp"
@@ -142,4 +143,26 @@ TEST_CASE("the byte tokenizer is a Tokenizer: bytes, then <bos> <eos> <pad>") {
   CHECK_FALSE(tok->is_special(255));
   CHECK_THROWS_AS(tok->decode({259}), std::out_of_range);
   CHECK_THROWS_AS(tok->decode({-1}), std::out_of_range);
+}
+
+TEST_CASE("one tokenizer encodes from several threads at once as it does from one") {
+  const Tokenizer& tok = cached_tokenizer(lenml_dir("llama3"));
+  const auto docs = corpus_documents(300000);
+  std::vector<std::vector<int32_t>> serial;
+  for (const auto& d : docs) serial.push_back(tok.encode_ids(d));
+  std::vector<std::vector<int32_t>> parallel(docs.size());
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      // Each thread walks the documents in its own order, so their word caches race.
+      for (size_t k = 0; k < docs.size(); ++k) {
+        const size_t i = (k * 7 + t * 13) % docs.size();
+        if (i % 4 == t) parallel[i] = tok.encode_ids(docs[i]);
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (size_t i = 0; i < docs.size(); ++i) {
+    INFO("document " << i);
+    if (!parallel[i].empty()) CHECK(parallel[i] == serial[i]);
+  }
 }

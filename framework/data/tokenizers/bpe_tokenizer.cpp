@@ -19,6 +19,7 @@ namespace {
 
 constexpr size_t kMaxCachedWord = 256;    // bytes; longer pre-tokens are rare and not worth keeping
 constexpr size_t kMaxCacheEntries = 1 << 16;
+constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581
 
 // A string being normalized, with the segment-relative source range of each of its bytes.
 // An empty `from` means the identity (no edit yet), the common case kept allocation-free.
@@ -283,6 +284,13 @@ BpeTokenizer::BpeTokenizer(BpeConfig config) : config_(std::move(config)) {
   }
   config_.merges.clear();
   config_.merges.shrink_to_fit();
+
+  if (!config_.byte_level && config_.splits.empty() && by_token_.find(kMetaspace) >= 0) {
+    cut_before_metaspace_ = true;
+    for (const std::string& t : vocab_)
+      for (size_t pos = t.find(kMetaspace, 1); pos != std::string::npos; pos = t.find(kMetaspace, pos + 1))
+        if (pos < 3 || t.compare(pos - 3, 3, kMetaspace) != 0) cut_before_metaspace_ = false;
+  }
 }
 
 std::optional<int32_t> BpeTokenizer::token_to_id(std::string_view token) const {
@@ -357,14 +365,6 @@ void BpeTokenizer::encode_segment(std::string_view seg, size_t seg_begin, bool w
         if (!src.empty()) w.replace(step.to, 0, 0);
         w.copy(0, src.size());
         break;
-      case K::Lowercase: {
-        // ASCII only: enough for the BPE files lyre loads, which do not lowercase non-ASCII text.
-        std::string lower(src);
-        for (char& c : lower)
-          if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-        for (size_t i = 0; i < src.size(); ++i) w.replace(std::string_view(lower).substr(i, 1), i, i + 1);
-        break;
-      }
       case K::MetaspaceEdit: {
         NormalizerStep spaces(K::Replace);
         spaces.from = " ";
@@ -397,6 +397,17 @@ void BpeTokenizer::encode_segment(std::string_view seg, size_t seg_begin, bool w
     next.clear();
     for (auto [b, e] : words) apply_split(step, norm, b, e, next, scratch);
     words.swap(next);
+  }
+  if (cut_before_metaspace_) {
+    words.clear();
+    size_t start = 0;
+    for (size_t pos = norm.find(kMetaspace, 1); pos != std::string_view::npos; pos = norm.find(kMetaspace, pos + 1)) {
+      if (pos - start >= 3 && norm.compare(pos - 3, 3, kMetaspace) != 0) {
+        words.emplace_back(start, pos);
+        start = pos;
+      }
+    }
+    words.emplace_back(start, norm.size());
   }
 
   std::vector<Piece> pieces;

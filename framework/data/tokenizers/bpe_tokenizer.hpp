@@ -20,7 +20,7 @@ namespace lyre::tok {
 // Normalizers, plus the string edits of pre-tokenizers (Metaspace's replacement and prefix,
 // ByteLevel's add_prefix_space), which run on each added-token-free segment in this order.
 struct NormalizerStep {
-  enum class Kind { NFC, NFKC, NFD, NFKD, Prepend, Replace, Lowercase, MetaspaceEdit, PrefixSpace };
+  enum class Kind { NFC, NFKC, NFD, NFKD, Prepend, Replace, MetaspaceEdit, PrefixSpace };
   NormalizerStep(Kind k) : kind(k) {}  // NOLINT: implicit, for push_back({Kind::NFC})
   Kind kind;
   std::string from, to;          // Replace: pattern -> content; Prepend/MetaspaceEdit: `to` is prepended
@@ -93,6 +93,10 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> raw_;  // byte-level: each token's bytes; indexed by by_raw_
   StringIndex by_raw_;
   MergeTable merges_;
+  // Metaspace models without a pre-tokenizer BPE whole lines. When no token holds "▁" after
+  // another character, no merge can cross the start of a "▁" run: cutting there gives the same
+  // ids and short, cacheable words.
+  bool cut_before_metaspace_ = false;
   int32_t byte_id_[256];      // byte-level: id of each byte's character
   int32_t fallback_id_[256];  // <0xXX>
   int32_t ascii_id_[128];     // character models: id of each ASCII character

@@ -75,8 +75,6 @@ struct Parser {
       cfg.normalizers.push_back({K::NFD});
     } else if (type == "NFKD") {
       cfg.normalizers.push_back({K::NFKD});
-    } else if (type == "Lowercase") {
-      cfg.normalizers.push_back({K::Lowercase});
     } else if (type == "Prepend") {
       NormalizerStep s{K::Prepend};
       s.to = str(j, "prepend");
