@@ -74,6 +74,14 @@ std::vector<Block> query_blocks(const int32_t* seg, const int64_t* first, int64_
   return blocks;
 }
 
+// query_blocks of every row of a batch.
+std::vector<std::vector<Block>> batch_blocks(const int32_t* segment_ids, int64_t B, int64_t T) {
+  const std::vector<int64_t> first = segment_starts(segment_ids, B, T);
+  std::vector<std::vector<Block>> blocks(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) blocks[size_t(b)] = query_blocks(segment_ids + b * T, first.data() + b * T, T);
+  return blocks;
+}
+
 // Masks out, in a row of scores over keys [j0, j0 + L), the keys query i may not see: later
 // positions and other segments.
 template <typename T>
@@ -96,9 +104,7 @@ void attention_forward(T* out, T* lse, const T* qkv, const int32_t* segment_ids,
   check_heads(Hq, Hkv, D);
   const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
-  const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
-  std::vector<std::vector<Block>> blocks(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) blocks[size_t(b)] = query_blocks(segment_ids + b * Tlen, first.data() + b * Tlen, Tlen);
+  const std::vector<std::vector<Block>> blocks = batch_blocks(segment_ids, B, Tlen);
   const int64_t tile_size = kQueryBlock * Tlen;
   std::vector<T> tiles(size_t(omp_get_max_threads()) * tile_size);
 #pragma omp parallel
@@ -146,9 +152,7 @@ void attention_backward(T* dqkv, const T* dout, const T* out, const T* lse, cons
   check_heads(Hq, Hkv, D);
   const int64_t S = (Hq + 2 * Hkv) * D, group = Hq / Hkv, OS = Hq * D;
   const T scale = T(1) / std::sqrt(T(D));
-  const std::vector<int64_t> first = segment_starts(segment_ids, B, Tlen);
-  std::vector<std::vector<Block>> blocks(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) blocks[size_t(b)] = query_blocks(segment_ids + b * Tlen, first.data() + b * Tlen, Tlen);
+  const std::vector<std::vector<Block>> blocks = batch_blocks(segment_ids, B, Tlen);
   const int64_t tile_size = kQueryBlock * Tlen;
   std::vector<T> tiles(size_t(omp_get_max_threads()) * 2 * tile_size);
 #pragma omp parallel
