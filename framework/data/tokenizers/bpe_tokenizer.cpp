@@ -251,15 +251,8 @@ BpeTokenizer::BpeTokenizer(BpeConfig config) : config_(std::move(config)) {
   if (config_.byte_level) {
     raw_.resize(vocab_.size());
     for (size_t id = 0; id < vocab_.size(); ++id) {
-      const std::string& t = vocab_[id];
       std::string raw;
-      size_t i = 0, len = 0;
-      for (; i < t.size(); i += len) {
-        const int b = char_to_byte(t, i, &len);
-        if (b < 0) break;
-        raw += static_cast<char>(b);
-      }
-      if (i == t.size()) raw_[id] = std::move(raw);
+      if (byte_level_to_bytes(vocab_[id], &raw)) raw_[id] = std::move(raw);
     }
     by_raw_.build(raw_);
     for (int b = 0; b < 256; ++b) byte_id_[b] = by_token_.find(byte_to_char()[b]);
@@ -591,16 +584,8 @@ std::string BpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_spec
     switch (d.kind) {
       case K::ByteLevel: {
         std::string bytes;
-        for (const std::string& t : tokens) {
-          std::string raw;
-          size_t i = 0, len = 0;
-          for (; i < t.size(); i += len) {
-            const int b = char_to_byte(t, i, &len);
-            if (b < 0) break;
-            raw += static_cast<char>(b);
-          }
-          bytes += i == t.size() ? raw : t;
-        }
+        std::string raw;
+        for (const std::string& t : tokens) bytes += byte_level_to_bytes(t, &raw) ? raw : t;
         tokens.assign(1, utf8_lossy(bytes));
         break;
       }

@@ -101,4 +101,15 @@ int char_to_byte(std::string_view s, size_t i, size_t* len) {
   return cp < inverse.size() ? inverse[cp] : -1;
 }
 
+bool byte_level_to_bytes(std::string_view token, std::string* bytes) {
+  bytes->clear();
+  size_t len = 0;
+  for (size_t i = 0; i < token.size(); i += len) {
+    const int b = char_to_byte(token, i, &len);
+    if (b < 0) return false;
+    bytes->push_back(static_cast<char>(b));
+  }
+  return true;
+}
+
 }  // namespace lyre::tok

@@ -43,5 +43,8 @@ void utf8_append(std::string& out, uint32_t cp);
 const std::array<std::string, 256>& byte_to_char();
 // The inverse: the byte of a byte-level character at s[i] (of length *len), or -1.
 int char_to_byte(std::string_view s, size_t i, size_t* len);
+// A byte-level token's characters back to the bytes they stand for; false (and *bytes
+// unspecified) when a character is not one of the 256.
+bool byte_level_to_bytes(std::string_view token, std::string* bytes);
 
 }  // namespace lyre::tok
