@@ -15,6 +15,8 @@ packages=(
   libsimdjson-dev                        # JSONL datasets at GB/s
   libsentencepiece-dev sentencepiece     # SentencePiece .model files; spm_train builds test models
   clang libclang-rt-14-dev               # libFuzzer: the fuzz targets that CI runs for a bounded time
+  protobuf-compiler protobuf-c-compiler libprotobuf-c-dev  # TensorBoard events: protoc compiles Event/Summary to C
+  python3                                # tests read our safetensors and configs with Python's stdlib
   manpages-ja manpages-zh manpages-ru manpages-fr  # real non-ASCII prose for the tokenizer tests
 )
 # node and npm run the reference tokenizers the tests compare against (scripts/fetch-test-data.sh).

@@ -1,4 +1,4 @@
-// The `lyre` command: train | plugins | version. (eval, generate, export and doctor arrive with
+// The `lyre` command: train | export | plugins | version. (eval, generate and doctor arrive with
 // later issues.)
 #include <cstring>
 #include <iostream>
@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/export_command.hpp"
 #include "cli/plugins_command.hpp"
 #include "plugin/error.hpp"
 #include "train/run_config.hpp"
@@ -20,6 +21,9 @@ commands:
   train CONFIG.json [--set KEY=VALUE ...]   train as the config says; --set overrides a key
                                             (dotted path, JSON value: --set steps=100
                                             --set optimizer.learning_rate=3e-4)
+  export CHECKPOINT_DIR --out DIR           write a checkpoint (a step_* directory, or a save_dir:
+         [--dtype auto|bf16|fp16|fp32]      its newest) as a Hugging Face model directory;
+         [--max-shard-size 5GB]             dtype auto: the model config's torch_dtype
   plugins                                   list every plugin found, and why one cannot run
   version                                   print the version and the plugin ABI
 
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "train") return train_command(args);
+    if (command == "export") return lyre::run_export_command(args, std::cout, std::cerr);
     if (command == "plugins") return lyre::run_plugins_command(args);
     if (command == "version" || command == "--version") {
       std::cout << "lyre " << LYRE_VERSION << " (plugin ABI " << LYRE_ABI_MAJOR << "." << LYRE_ABI_MINOR << ")\n";

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <utility>
 
-#include "data/mapped_file.hpp"
+#include "io/mapped_file.hpp"
 #include "data/record.hpp"
 
 namespace lyre {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "data/mapped_file.hpp"
+#include "io/mapped_file.hpp"
 
 namespace lyre {
 

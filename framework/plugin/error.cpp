@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "io/trace.hpp"
+
 namespace lyre {
 namespace {
 
@@ -65,6 +67,17 @@ LyreError* broadcast(void* data, size_t bytes, int32_t root) noexcept {
   return nullptr;
 }
 
+int32_t trace_enabled() noexcept { return trace::enabled() ? 1 : 0; }
+
+void trace_span(const char* plugin, const char* category, const char* name, int64_t begin_ns,
+                int64_t end_ns) noexcept {
+  try {
+    trace::record(plugin, category, name, begin_ns, end_ns);
+  } catch (...) {
+    // A span lost to a failed allocation is not worth an exception across the C boundary.
+  }
+}
+
 const LyreHostApi host_table = {
     sizeof(LyreHostApi),
     LYRE_ABI_MAJOR,
@@ -75,6 +88,8 @@ const LyreHostApi host_table = {
     /* world_size */ 1,
     &all_reduce_f32,
     &broadcast,
+    &trace_enabled,
+    &trace_span,
 };
 
 }  // namespace

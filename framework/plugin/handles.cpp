@@ -319,6 +319,86 @@ void Optimizer::step(double lr, double grad_scale) {
   check(plugin_->api().optimizer->step(&args), plugin_->name() + ": optimizer step");
 }
 
+bool Optimizer::has_state() const {
+  const LyreOptimizerApi& api = *plugin_->api().optimizer;
+  return api.num_states != nullptr && api.state != nullptr && api.read_state != nullptr && api.write_state != nullptr;
+}
+
+std::vector<HostTensor> Optimizer::state_layout() const {
+  std::vector<HostTensor> layout;
+  if (!has_state()) return layout;
+  const LyreOptimizerApi& api = *plugin_->api().optimizer;
+  auto count = make_args<LyreOptimizer_NumStates_Args>();
+  count.optimizer = optimizer_;
+  check(api.num_states(&count), plugin_->name() + ": optimizer num_states");
+  for (size_t i = 0; i < count.num_states; ++i) {
+    auto args = make_args<LyreOptimizer_State_Args>();
+    args.optimizer = optimizer_;
+    args.index = i;
+    check(api.state(&args), plugin_->name() + ": optimizer state " + std::to_string(i));
+    if (args.name == nullptr || args.ndim < 0 || args.ndim > 4) {
+      throw PluginError(LYRE_ERROR_INTERNAL, plugin_->name() + ": optimizer state " + std::to_string(i) +
+                                                 " has no name or a rank outside [0, 4]");
+    }
+    HostTensor t;
+    t.name = args.name;
+    t.dtype = args.dtype;
+    t.shape.assign(args.shape, args.shape + args.ndim);
+    layout.push_back(std::move(t));
+  }
+  return layout;
+}
+
+std::vector<HostTensor> Optimizer::read_state() const {
+  std::vector<HostTensor> states = state_layout();
+  for (size_t i = 0; i < states.size(); ++i) {
+    HostTensor& t = states[i];
+    t.bytes.resize(static_cast<size_t>(t.numel()) * (t.dtype.bits / 8u) * t.dtype.lanes);
+    const DLTensor dst = host_tensor(t.bytes.data(), t.dtype, t.shape.data(), static_cast<int>(t.shape.size()));
+    auto args = make_args<LyreOptimizer_StateTensor_Args>();
+    args.optimizer = optimizer_;
+    args.index = i;
+    args.tensor = &dst;
+    check(plugin_->api().optimizer->read_state(&args), plugin_->name() + ": read optimizer state '" + t.name + "'");
+  }
+  return states;
+}
+
+void Optimizer::write_state(const std::vector<HostTensor>& states) {
+  const std::vector<HostTensor> layout = state_layout();
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const HostTensor& want = layout[i];
+    auto it = std::find_if(states.begin(), states.end(), [&](const HostTensor& t) { return t.name == want.name; });
+    if (it == states.end()) throw std::runtime_error("optimizer state '" + want.name + "' is missing");
+    const bool same_dtype = it->dtype.code == want.dtype.code && it->dtype.bits == want.dtype.bits && it->dtype.lanes == want.dtype.lanes;
+    if (!same_dtype || it->shape != want.shape) {
+      throw std::runtime_error("optimizer state '" + want.name + "' is " + dtype_text(it->dtype) + " " +
+                               shape_text(it->shape) + ", this optimizer's is " + dtype_text(want.dtype) + " " +
+                               shape_text(want.shape));
+    }
+    const DLTensor src = host_tensor(it->bytes.data(), it->dtype, it->shape.data(), static_cast<int>(it->shape.size()));
+    auto args = make_args<LyreOptimizer_StateTensor_Args>();
+    args.optimizer = optimizer_;
+    args.index = i;
+    args.tensor = &src;
+    check(plugin_->api().optimizer->write_state(&args), plugin_->name() + ": write optimizer state '" + want.name + "'");
+  }
+}
+
+std::string dtype_text(DLDataType dtype) {
+  const char* base = dtype.code == kDLFloat ? "float" : dtype.code == kDLInt ? "int" : dtype.code == kDLUInt ? "uint"
+                     : dtype.code == kDLBfloat ? "bfloat" : "dtype";
+  std::string text = base + std::to_string(dtype.bits);
+  if (dtype.lanes != 1) text += "x" + std::to_string(dtype.lanes);
+  return text;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
 // ---- Objective ----
 
 Objective::Objective(std::shared_ptr<LoadedPlugin> plugin, const std::string& config_json)

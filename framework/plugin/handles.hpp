@@ -9,6 +9,7 @@
 
 #include "data/batch.hpp"
 #include "lyre/abi.h"
+#include "plugin/host_tensor.hpp"
 #include "plugin/plugin_host.hpp"
 
 namespace lyre {
@@ -87,6 +88,16 @@ class Optimizer {
 
   double grad_squared_norm() const;
   void step(double lr, double grad_scale);
+
+  // The optimizer's state, for checkpoints: empty when the plugin has none to offer (its state
+  // entries are NULL). Names as the plugin gives them ("model.norm.weight.exp_avg", "step").
+  bool has_state() const;
+  std::vector<HostTensor> read_state() const;
+  // Writes states back by name; every state of this optimizer must be given, with its shape and
+  // dtype (std::runtime_error naming the first difference otherwise).
+  void write_state(const std::vector<HostTensor>& states);
+  // Name, dtype and shape of each state, without the data.
+  std::vector<HostTensor> state_layout() const;
 
  private:
   std::shared_ptr<LoadedPlugin> plugin_;

@@ -488,6 +488,23 @@ std::shared_ptr<LoadedPlugin> PluginRegistry::objective(const std::string& name)
                            rejected_files(reports_) + search_path(dirs_));
 }
 
+std::shared_ptr<LoadedPlugin> PluginRegistry::checkpointer(const std::string& name) {
+  for (const auto& p : plugins_) {
+    if (p->api().checkpointer != nullptr && (p->name() == name || p->name() == "checkpointer-" + name)) {
+      p->initialize();
+      return p;
+    }
+  }
+  std::string found;
+  for (const auto& p : plugins_) {
+    if (p->api().checkpointer != nullptr) found += "\n  " + p->name() + " (" + p->path() + ")";
+  }
+  throw std::runtime_error("no checkpointer named '" + name + "'." +
+                           (found.empty() ? std::string("\nCheckpointers found: none")
+                                          : "\nCheckpointers found:" + found) +
+                           rejected_files(reports_) + search_path(dirs_));
+}
+
 std::string slot_names(uint32_t slots) {
   static const std::pair<uint32_t, const char*> names[] = {
       {LYRE_SLOT_BACKEND, "backend"},     {LYRE_SLOT_MODEL, "model"},

@@ -76,6 +76,10 @@ class PluginRegistry {
   // ("objective-sft"). Initialized. Throws std::runtime_error listing the objectives found when
   // missing, PluginError when it fails to initialize.
   std::shared_ptr<LoadedPlugin> objective(const std::string& name);
+  // The plugin with a checkpointer table whose plugin name is `name` ("checkpointer-safetensors"
+  // or the short "safetensors"). Initialized. Throws std::runtime_error listing the
+  // checkpointers found when missing.
+  std::shared_ptr<LoadedPlugin> checkpointer(const std::string& name);
 
  private:
   std::vector<std::string> dirs_;

@@ -11,6 +11,7 @@
 #include "data/chat_template.hpp"
 #include "data/dataloader.hpp"
 #include "data/tokenizer.hpp"
+#include "io/hf_model.hpp"
 #include "plugin/error.hpp"
 #include "plugin/plugin_host.hpp"
 #include "train/exact_match.hpp"
@@ -66,13 +67,6 @@ DataloaderConfig read_dataloader(ConfigReader r, const std::string& base_dir) {
   return d;
 }
 
-void refuse_until_implemented(ConfigReader& r, const char* key, const char* issue) {
-  if (r.has(key)) {
-    r.fail(key, std::string("is not supported yet: it arrives with ") + issue + "; remove the key");
-  }
-  r.get_json(key);  // an explicit null is fine
-}
-
 }  // namespace
 
 RunConfig parse_run_config(const nlohmann::json& config, const std::string& source) {
@@ -100,7 +94,17 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
   {
     ConfigReader m = r.section("model");
     nlohmann::json hf = m.get_json("config");
-    if (hf.is_string()) {
+    if (auto path = m.get_optional_string("path")) {
+      // A pretrained Hugging Face directory: its config.json and weights.
+      if (!hf.is_null()) m.fail("config", "and \"path\" are both set: \"path\" brings its own config.json");
+      run.model_path = fs::absolute(resolve(base_dir, *path)).lexically_normal().string();
+      try {
+        run.model_config_text = read_hf_config(run.model_path);
+      } catch (const std::exception& e) {
+        m.fail("path", e.what());
+      }
+      run.model_config_source = (fs::path(run.model_path) / "config.json").string();
+    } else if (hf.is_string()) {
       run.model_config_source = resolve(base_dir, hf.get<std::string>());
       std::ifstream in(run.model_config_source);
       if (!in) m.fail("config", "names " + run.model_config_source + ", which cannot be opened");
@@ -110,8 +114,8 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
     } else if (hf.is_object()) {
       run.model_config_source = source + " (model.config)";
       run.model_config_text = hf.dump();
-    } else {
-      m.fail("config", "is required: a Hugging Face config.json path, or the object itself");
+    } else if (run.model_path.empty()) {
+      m.fail("config", "is required: a Hugging Face config.json path, or the object itself (or \"path\": a model directory)");
     }
     ConfigReader init = m.section("init");
     run.init_seed = static_cast<uint64_t>(init.get_int("seed", static_cast<int64_t>(run.seed), 0));
@@ -123,6 +127,16 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
     run.init_std = init.get_number("std", fallback_std);
     init.finish();
     m.finish();
+  }
+
+  // A model directory brings its tokenizer unless the config names one.
+  if (!run.model_path.empty() && !config.contains("tokenizer")) {
+    for (const char* file : {"tokenizer.json", "tokenizer.model", "vocab.json"}) {
+      if (fs::exists(fs::path(run.model_path) / file)) {
+        run.tokenizer = run.model_path;
+        break;
+      }
+    }
   }
 
   {
@@ -190,10 +204,70 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
   t.max_eval_samples = r.get_optional_int("max_eval_samples", 1);
   t.gradient_accumulation_steps = r.get_int("gradient_accumulation_steps", 1, 1);
 
-  refuse_until_implemented(r, "tensorboard_dir", "the run-artifacts issue (#4)");
-  refuse_until_implemented(r, "profiler", "the run-artifacts issue (#4)");
-  refuse_until_implemented(r, "checkpointer", "the run-artifacts issue (#4)");
+  if (auto dir = r.get_optional_string("tensorboard_dir")) t.tensorboard_dir = resolve(base_dir, *dir);
+  if (r.has("profiler")) {
+    ConfigReader p = r.section("profiler");
+    ProfilerOptions o;
+    auto out = p.get_optional_string("output_path");
+    if (!out) p.fail("output_path", "is required (the trace file, or a folder for it)");
+    o.output_path = resolve(base_dir, *out);
+    if (!out->empty() && out->back() == '/') o.output_path += '/';  // "a folder" survives resolve()
+    o.skip_first_n_steps = p.get_int("skip_first_n_steps", o.skip_first_n_steps, 0);
+    o.max_profile_steps = p.get_int("max_profile_steps", o.max_profile_steps, 1);
+    p.finish();
+    t.profiler = o;
+  } else {
+    r.get_json("profiler");
+  }
+  if (r.has("checkpointer")) {
+    ConfigReader c = r.section("checkpointer");
+    CheckpointerConfig ck;
+    ck.plugin = c.get_string("plugin", ck.plugin);
+    auto dir = c.get_optional_string("save_dir");
+    if (!dir) c.fail("save_dir", "is required (the folder checkpoints go to)");
+    ck.save_dir = fs::absolute(resolve(base_dir, *dir)).lexically_normal().string();
+    t.checkpoint.save_interval = c.get_optional_int("save_interval", 1);
+    t.checkpoint.save_interval_epochs = c.get_optional_int("save_interval_epochs", 1);
+    if (t.checkpoint.save_interval && t.checkpoint.save_interval_epochs)
+      c.fail("save_interval_epochs", "and save_interval are both set: set only one");
+    const nlohmann::json resume = c.get_json("resume");
+    if (resume.is_string() && (resume == "auto" || resume == "never")) {
+      t.checkpoint.resume = resume.get<std::string>();
+    } else if (resume.is_number_integer() && resume.get<int64_t>() >= 1) {
+      t.checkpoint.resume = std::to_string(resume.get<int64_t>());
+    } else if (!resume.is_null()) {
+      c.fail("resume", "must be \"auto\" (the newest complete checkpoint), \"never\", or a step number, got " + resume.dump());
+    }
+    // The rest belongs to the plugin, which checks its keys.
+    ck.plugin_options = r.get_json("checkpointer");
+    for (const char* host_key : {"plugin", "save_interval", "save_interval_epochs", "resume"}) ck.plugin_options.erase(host_key);
+    ck.plugin_options["save_dir"] = ck.save_dir;
+    run.checkpointer = ck;
+  } else {
+    r.get_json("checkpointer");
+  }
+  if (r.has("export")) {
+    ConfigReader e = r.section("export");
+    ExportConfig x;
+    auto dir = e.get_optional_string("dir");
+    if (!dir) e.fail("dir", "is required (the Hugging Face directory to write after training)");
+    x.dir = resolve(base_dir, *dir);
+    x.dtype = e.get_string("dtype", x.dtype);
+    if (x.dtype != "auto" && x.dtype != "bf16" && x.dtype != "fp16" && x.dtype != "fp32")
+      e.fail("dtype", "must be \"auto\", \"bf16\", \"fp16\" or \"fp32\", got \"" + x.dtype + "\"");
+    x.max_shard_size = e.get_string("max_shard_size", x.max_shard_size);
+    try {
+      parse_byte_size(x.max_shard_size);
+    } catch (const std::exception& ex) {
+      e.fail("max_shard_size", ex.what());
+    }
+    e.finish();
+    run.export_model = x;
+  } else {
+    r.get_json("export");
+  }
   r.finish();
+  run.raw = config;
   return run;
 }
 
@@ -297,7 +371,18 @@ RunSummary run_training(const RunConfig& config, const std::vector<std::string>&
   spdlog::info("tokenizer {}: {}, {} ids", tokenizer.info().source, tokenizer.info().kind, tokenizer.vocab_size());
 
   Model model(backend, config.model_config_text, config.backend_options.dump());
-  init_weights(model, config.init_seed, config.init_std);
+  if (!config.model_path.empty()) {
+    const auto load_start = std::chrono::steady_clock::now();
+    ImportReport report = import_hf_weights(model, config.model_path);
+    spdlog::info("model: loaded {} tensors from {} in {:.1f}s", report.loaded, config.model_path,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+    if (!report.unused.empty()) {
+      spdlog::warn("model: {} tensors of {} were not used, e.g. {}", report.unused.size(), config.model_path,
+                   report.unused.front());
+    }
+  } else {
+    init_weights(model, config.init_seed, config.init_std);
+  }
   Optimizer optimizer(model, config.optimizer_options.dump());
   Objective objective(objective_plugin, config.objective_options.dump());
 
@@ -341,9 +426,35 @@ RunSummary run_training(const RunConfig& config, const std::vector<std::string>&
     check(api->backend->device_info(&a), "device_info");
     return a.memory_used_bytes;
   };
-  Trainer trainer(model, optimizer, objective, *train, eval.get(), config.trainer, probe);
+  TrainerOptions trainer_options = config.trainer;
+  RunIdentity& identity = trainer_options.run;
+  identity.config = config.raw;
+  identity.model_config = hf;
+  identity.tokenizer = config.tokenizer == "byte" ? config.tokenizer : fs::absolute(config.tokenizer).lexically_normal().string();
+  identity.base_model = config.model_path;
+  std::unique_ptr<Checkpointer> checkpointer;
+  if (config.checkpointer) {
+    checkpointer = std::make_unique<Checkpointer>(registry.checkpointer(config.checkpointer->plugin),
+                                                  config.checkpointer->plugin_options.dump());
+    spdlog::info("checkpointer {}: {}", checkpointer->plugin().name(), config.checkpointer->save_dir);
+  }
+  Trainer trainer(model, optimizer, objective, *train, eval.get(), trainer_options, probe, checkpointer.get());
   summary.train = trainer.train();
+  checkpointer.reset();  // waits for the last save
   const TrainResult& result = summary.train;
+
+  if (config.export_model) {
+    ExportOptions options;
+    options.out_dir = config.export_model->dir;
+    options.dtype = config.export_model->dtype;
+    options.max_shard_bytes = parse_byte_size(config.export_model->max_shard_size);
+    options.tokenizer_source = identity.tokenizer;
+    const ExportReport report = export_model(model, config.model_config_text, options);
+    summary.exported_dir = options.out_dir;
+    spdlog::info("export: wrote the trained model to {} (Hugging Face format): {} tensors, {} file(s), {:.1f} MiB of {}",
+                 options.out_dir, report.tensors, report.shard_files.size(), report.tensor_bytes / (1024.0 * 1024.0),
+                 torch_dtype_name(report.dtype));
+  }
 
   if (config.exact_match) {
     ExactMatchResult after = exact_match(model, *exact_data, tokenizer, config.exact_match->max_samples,

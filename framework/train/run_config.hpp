@@ -39,12 +39,28 @@ struct ExactMatchConfig {
   bool at_start = true;  // also measure before training, to show the change
 };
 
+// "checkpointer": the plugin's own keys pass through; the host keeps when to save and resume.
+struct CheckpointerConfig {
+  std::string plugin = "safetensors";
+  nlohmann::json plugin_options = nlohmann::json::object();  // save_dir (absolute), max_to_keep, async
+  std::string save_dir;
+};
+
+// "export": a Hugging Face directory written from the trained model at the end.
+struct ExportConfig {
+  std::string dir;
+  std::string dtype = "auto";
+  std::string max_shard_size = "5GB";
+};
+
 struct RunConfig {
   std::string source;  // the config file, for messages
   std::string backend = "auto";
   nlohmann::json backend_options = nlohmann::json::object();
+  nlohmann::json raw = nlohmann::json::object();  // the config as given (after --set), for checkpoints
   std::string model_config_text;   // the HF config.json text
   std::string model_config_source;  // where it came from
+  std::string model_path;           // a Hugging Face directory to import weights from; "" = init
   std::string tokenizer = "byte";   // "byte", or a model directory / tokenizer file
   std::string chat_template;        // a built-in template's name; empty: from tokenizer_config.json
   uint64_t init_seed = 0;
@@ -55,7 +71,9 @@ struct RunConfig {
   DataloaderConfig train;
   std::optional<DataloaderConfig> eval;
   std::optional<ExactMatchConfig> exact_match;
-  TrainerOptions trainer;
+  TrainerOptions trainer;  // tensorboard_dir, profiler and the checkpoint schedule included
+  std::optional<CheckpointerConfig> checkpointer;
+  std::optional<ExportConfig> export_model;
   uint64_t seed = 0;
 };
 
@@ -65,6 +83,7 @@ RunConfig parse_run_config(const nlohmann::json& config, const std::string& sour
 
 struct RunSummary {
   TrainResult train;
+  std::string exported_dir;  // "" = no export
   std::optional<double> exact_match_before, exact_match_after;  // accuracy in [0, 1]
 };
 

@@ -14,11 +14,32 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "data/dataloader.hpp"
+#include "io/tensorboard.hpp"
+#include "io/trace.hpp"
+#include "plugin/checkpointer_handle.hpp"
 #include "plugin/handles.hpp"
 #include "train/schedule.hpp"
 
 namespace lyre {
+
+// When the Trainer saves through the checkpointer, and whether it resumes.
+struct CheckpointOptions {
+  std::optional<int64_t> save_interval;         // every N optimizer steps (Kithara's save_interval)
+  std::optional<int64_t> save_interval_epochs;  // or every N epochs; neither: every epoch
+  std::string resume = "auto";  // "auto": the newest complete checkpoint, if any; "never"; or a step
+};
+
+// What a checkpoint records about the run beyond tensors: for the fit check on resume and for
+// `lyre export`.
+struct RunIdentity {
+  nlohmann::json config = nlohmann::json::object();  // the whole run config (hash, diff)
+  nlohmann::json model_config = nlohmann::json::object();  // the HF config.json
+  std::string tokenizer = "byte";  // "byte" or an absolute path
+  std::string base_model;          // absolute path of the imported HF directory; "" = none
+};
 
 struct TrainerOptions {
   // The seed's parameters.
@@ -28,7 +49,11 @@ struct TrainerOptions {
   std::optional<int64_t> eval_steps_interval;
   std::optional<int64_t> eval_epochs_interval;
   std::optional<int64_t> max_eval_samples;
-  // tensorboard_dir, profiler and checkpointer: the run-artifacts issue; the config refuses them.
+  std::string tensorboard_dir;              // "" = no event file
+  std::optional<ProfilerOptions> profiler;  // the seed's profiler
+  // The seed's checkpointer is the Checkpointer* handed to the Trainer; these say when it saves.
+  CheckpointOptions checkpoint;
+  RunIdentity run;
 
   // Beyond the seed.
   int64_t gradient_accumulation_steps = 1;
@@ -58,9 +83,12 @@ struct EvalRecord {
 };
 
 struct TrainResult {
-  std::vector<StepRecord> steps;
+  std::vector<StepRecord> steps;  // every step of the run, those before a resume included
   std::vector<EvalRecord> evals;
   int64_t epochs_started = 0;
+  int64_t resumed_from_step = 0;  // 0 = started fresh
+  std::string trace_path;         // the profiler's file, "" = none
+  std::string tensorboard_path;   // the event file, "" = none
 };
 
 // What the log line needs from the backend beyond the model.
@@ -74,8 +102,10 @@ class Trainer {
   // Checks the seed's rules and throws ConfigError when they are broken: steps and epochs both
   // set; both eval intervals set; an eval interval without an eval dataloader. With an eval
   // dataloader and no interval, evaluation runs every epoch.
+  // `checkpointer` may be null (no checkpoints, no resume); it must outlive train().
   Trainer(Model& model, Optimizer& optimizer, Objective& objective, Dataloader& train_dataloader,
-          Dataloader* eval_dataloader, TrainerOptions options, BackendProbe probe = {});
+          Dataloader* eval_dataloader, TrainerOptions options, BackendProbe probe = {},
+          Checkpointer* checkpointer = nullptr);
 
   TrainResult train();
   // Mean objective loss over the eval dataloader (at most max_eval_samples samples).
@@ -88,8 +118,12 @@ class Trainer {
  private:
   // One optimizer step on the next gradient_accumulation_steps batches of train_ (which the
   // caller has positioned: train_.state() is the data position a checkpoint saves).
-  StepRecord run_step(int64_t step);
-  void log_interval(const std::vector<StepRecord>& interval, const StepRecord& last) const;
+  StepRecord run_step(int64_t step, Profiler* profiler);
+  void log_interval(const std::vector<StepRecord>& interval, const StepRecord& last,
+                    TensorBoardWriter* tensorboard) const;
+  // Loads the checkpoint options_.checkpoint.resume asks for; returns the steps already done.
+  int64_t resume(TrainResult& result);
+  void save_checkpoint(const TrainResult& result, Profiler* profiler);
 
   Model& model_;
   Optimizer& optimizer_;
@@ -98,6 +132,7 @@ class Trainer {
   Dataloader* eval_;
   TrainerOptions options_;
   BackendProbe probe_;
+  Checkpointer* checkpointer_;
   int64_t steps_per_epoch_ = 0;
   int64_t total_steps_ = 0;
   LrSchedule schedule_{ScheduleOptions{}, 1};

@@ -86,6 +86,7 @@ LyreError* grad_squared_norm(LyreOptimizer_GradSquaredNorm_Args* args) {
   return plugin::guard([&] {
     plugin::require_struct(args, LYRE_CPU_FIELD_END(LyreOptimizer_GradSquaredNorm_Args, squared_norm),
                            "backend-cpu grad_squared_norm");
+    plugin::TraceSpan span("optimizer", "grad squared norm");
     args->squared_norm = cpu_optimizer(args->optimizer).grad_squared_norm();
   });
 }
@@ -99,6 +100,8 @@ LyreError* step(LyreOptimizer_Step_Args* args) {
             "optimizer step: lr must be finite and >= 0, got " + std::to_string(args->lr));
     require(std::isfinite(args->grad_scale),
             "optimizer step: grad_scale must be finite, got " + std::to_string(args->grad_scale));
+    plugin::TraceSpan span("optimizer",
+                           o.config().type == OptimizerConfig::Type::adamw ? "adamw step" : "sgd step");
     o.step(args->lr, args->grad_scale);
   });
 }

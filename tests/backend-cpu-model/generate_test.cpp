@@ -106,7 +106,7 @@ TEST_CASE("full-recompute logits agree with the fused head's logp, whatever rms_
   }
 }
 
-TEST_CASE("a row stops after writing eos; the others go on") {
+TEST_CASE("a row stops after writing eos while the others go on") {
   LlamaModel<double> model(tiny_config(false));
   init_weights(model, 64);
   const int32_t max_new = 8;

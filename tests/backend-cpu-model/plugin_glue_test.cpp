@@ -27,8 +27,9 @@ LyreError* host_all_reduce(float*, size_t, int32_t) { return nullptr; }
 LyreError* host_broadcast(void*, size_t, int32_t) { return nullptr; }
 
 // Mutable: a test plays a second rank by changing world_size and the all-reduce.
+// No profiler: the trace entries are NULL, which the plugin's spans must take as "not recording".
 LyreHostApi g_host = {sizeof(LyreHostApi), LYRE_ABI_MAJOR, LYRE_ABI_MINOR, host_error_new,
-                      host_log, 0, 1, host_all_reduce, host_broadcast};
+                      host_log, 0, 1, host_all_reduce, host_broadcast, nullptr, nullptr};
 
 const LyrePluginApi& plugin_api() {
   static const LyrePluginApi* api = [] {

@@ -9,14 +9,15 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 
 cmake --install "$build" --prefix "$work/prefix" > "$work/install.log"
 for f in bin/lyre include/lyre/abi.h include/lyre/plugin.hpp lib/cmake/lyre/lyreConfig.cmake \
-         lib/lyre/plugins/liblyre-backend-cpu.so lib/lyre/plugins/liblyre-objective-sft.so; do
+         lib/lyre/plugins/liblyre-backend-cpu.so lib/lyre/plugins/liblyre-objective-sft.so \
+         lib/lyre/plugins/liblyre-checkpointer-safetensors.so; do
   [[ -e "$work/prefix/$f" ]] || fail "install did not write $f"
 done
 
 # The installed binary finds the installed plugins beside it, with no environment help.
 "$work/prefix/bin/lyre" plugins > "$work/plugins.txt"
 grep -q "$work/prefix/lib/lyre/plugins/liblyre-backend-cpu.so" "$work/plugins.txt" || fail "backend-cpu not found: $(cat "$work/plugins.txt")"
-grep -q "2 files found, 2 loaded, 0 rejected" "$work/plugins.txt" || fail "unexpected listing: $(cat "$work/plugins.txt")"
+grep -q "3 files found, 3 loaded, 0 rejected" "$work/plugins.txt" || fail "unexpected listing: $(cat "$work/plugins.txt")"
 
 # A user's objective, built against the installed SDK only.
 cmake -S "$source/examples/objective-plugin" -B "$work/plugin-build" -G "$generator" \

@@ -30,6 +30,7 @@ void test_log(int32_t, const char*, const char*) {}
 
 const LyreHostApi kHost = {
     sizeof(LyreHostApi), LYRE_ABI_MAJOR, LYRE_ABI_MINOR, test_error_new, test_log, 0, 1, nullptr, nullptr,
+    nullptr, nullptr,
 };
 
 // Takes ownership of `err`: "" for success, else its message.

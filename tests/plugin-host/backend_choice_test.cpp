@@ -69,7 +69,7 @@ TEST_CASE("naming a missing backend lists the backends found and why others were
   CHECK_THAT(msg, Catch::Contains("test-good (" + plugin_file("test-good") + "): score 50"));
   CHECK_THAT(msg, Catch::Contains("test-zero-score (" + plugin_file("test-zero-score") +
                                   "): cannot run here: no test accelerator present"));
-  CHECK_THAT(msg, Catch::Contains(plugin_file("test-wrong-major") + ": plugin ABI 2.0, host ABI 1.0"));
+  CHECK_THAT(msg, Catch::Contains(plugin_file("test-wrong-major") + ": plugin ABI 2.0, host ABI 1.1"));
   CHECK_THAT(msg, Catch::Contains("Search path: " + test::plugin_dir()));
 }
 

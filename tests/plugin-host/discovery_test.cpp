@@ -42,7 +42,7 @@ TEST_CASE("each broken plugin file is refused with its exact reason and the soun
       {"not-a-plugin", "not loadable: invalid ELF header"},
       {"test-no-entry", "no lyre_plugin_init symbol: not a lyre plugin (a plugin defines it with LYRE_PLUGIN_ENTRY)"},
       {"test-null-init", "lyre_plugin_init returned NULL"},
-      {"test-wrong-major", "plugin ABI 2.0, host ABI 1.0: rebuild it against this lyre's SDK"},
+      {"test-wrong-major", "plugin ABI 2.0, host ABI 1.1: rebuild it against this lyre's SDK"},
       {"test-small-struct", "LyrePluginApi struct_size 16 is smaller than ABI 1.0's 104"},
       {"test-bad-slots", "slots bits disagree with the tables: slots has backend but the backend table is NULL"},
   };
@@ -85,7 +85,7 @@ TEST_CASE("an accepted plugin's report carries what its table says") {
   CHECK(good->version == "1.2.3");
   CHECK(good->description == "the sound test plugin");
   CHECK(good->abi_major == 1);
-  CHECK(good->abi_minor == 0);
+  CHECK(good->abi_minor == 1);
   CHECK(good->slots == (LYRE_SLOT_BACKEND | LYRE_SLOT_MODEL | LYRE_SLOT_OPTIMIZER | LYRE_SLOT_OBJECTIVE));
   CHECK(good->is_backend);
   CHECK(good->score == 50);

@@ -21,7 +21,7 @@ TEST_CASE("lyre plugins shows each file with its name, version, slots, ABI and s
                                    "  version:     1.2.3\n"
                                    "  description: the sound test plugin\n"
                                    "  slots:       backend, model, optimizer, objective\n"
-                                   "  ABI:         1.0\n"
+                                   "  ABI:         1.1\n"
                                    "  score:       50 (fake backend for tests)\n"));
   CHECK_THAT(text, Catch::Contains("\n" + plugin_file("test-zero-score") + "\n") &&
                        Catch::Contains("  score:       0 (cannot run here: no test accelerator present)\n"));
@@ -31,9 +31,9 @@ TEST_CASE("lyre plugins shows each file with its name, version, slots, ABI and s
                                    "  version:     0.0.1\n"
                                    "  description: an objective only\n"
                                    "  slots:       objective\n"
-                                   "  ABI:         1.0\n\n"));
+                                   "  ABI:         1.1\n\n"));
   CHECK_THAT(text, Catch::Contains("\n" + plugin_file("test-wrong-major") +
-                                   "\n  rejected:    plugin ABI 2.0, host ABI 1.0: rebuild it against this lyre's SDK\n"));
+                                   "\n  rejected:    plugin ABI 2.0, host ABI 1.1: rebuild it against this lyre's SDK\n"));
   CHECK_THAT(text, Catch::Contains("\n" + plugin_file("not-a-plugin") + "\n  rejected:    not loadable: invalid ELF header\n"));
   CHECK_THAT(text, Catch::EndsWith("\n12 files found, 5 loaded, 7 rejected\n"));
 }

@@ -126,12 +126,6 @@ TEST_CASE("missing required keys are named") {
   CHECK(parse_error(d) == "/tmp/run.json: \"train_dataloader.seq_len\" is required (the row length in tokens)");
 }
 
-TEST_CASE("run artifacts that are not built yet are refused, not ignored") {
-  auto c = minimal_config();
-  c["tensorboard_dir"] = "runs/";
-  CHECK_THAT(parse_error(c), Catch::Matchers::Contains("\"tensorboard_dir\" is not supported yet"));
-}
-
 TEST_CASE("command-line overrides (--set) reach nested keys with JSON values or strings") {
   auto c = minimal_config();
   lyre::apply_override(c, "steps=25");

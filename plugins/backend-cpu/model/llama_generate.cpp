@@ -60,6 +60,8 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
                              int64_t prompt_cols, int32_t max_new_tokens, int32_t eos_token_id,
                              const SamplingOptions& sampling, int32_t* out_tokens,
                              int32_t* out_lengths) {
+  plugin::TraceSpan span("generate", "generate (%lld rows, up to %d new tokens)",
+                         static_cast<long long>(rows), max_new_tokens);
   validate_sampling(sampling);
   plugin::require(rows >= 1 && prompt_cols >= 1,
                   "generate: prompt must be [B, Tp] with B, Tp >= 1, got [" +
@@ -131,6 +133,8 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
 
   // ---- Prefill ----
   {
+    plugin::TraceSpan prefill_span("generate", "prefill (%lld rows of %lld)",
+                                   static_cast<long long>(B), static_cast<long long>(Tp));
     const Scratch s = scratch(N);
     embedding_forward(s.resid, tokens.data(), params_.value(embed_), N, d, V);
     int64_t layer = 0;
@@ -141,7 +145,7 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
     };
     const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
     for (layer = 0; layer < L; ++layer)
-      layer_forward(static_cast<size_t>(layer), N, positions.data(), io, s, attend);
+      layer_forward(static_cast<size_t>(layer), N, positions.data(), io, s, attend, "generate");
     // The last prompt position of each row predicts its first new token.
     for (int64_t b = 0; b < B; ++b) {
       const T* src = s.resid + (b * Tp + prompt_lengths[b] - 1) * d;
@@ -179,6 +183,8 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
 
     // Feed the new tokens: one row each, at the next position of its row.
     const int64_t A = static_cast<int64_t>(active.size());
+    plugin::TraceSpan decode_span("generate", "decode token %d (%lld rows)", step + 1,
+                                  static_cast<long long>(A));
     for (int64_t r = 0; r < A; ++r) {
       step_positions[r] = cached[active[r]];
       lengths[r] = cached[active[r]] + 1;
@@ -193,7 +199,7 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
     };
     const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
     for (layer = 0; layer < L; ++layer)
-      layer_forward(static_cast<size_t>(layer), A, step_positions.data(), io, s, attend);
+      layer_forward(static_cast<size_t>(layer), A, step_positions.data(), io, s, attend, "generate");
     head_logits(logits.data(), s.resid, A, s);
     for (int64_t r = 0; r < A; ++r) ++cached[active[r]];
   }

@@ -173,23 +173,28 @@ typename LlamaModel<T>::SavedFinal LlamaModel<T>::saved_final(int64_t rows) {
 
 template <typename T>
 void LlamaModel<T>::layer_forward(size_t layer, int64_t rows, const int32_t* positions,
-                                  const LayerIO& io, const Scratch& s, const Attend& attend) {
+                                  const LayerIO& io, const Scratch& s, const Attend& attend,
+                                  const char* span_category) {
   const LayerIndex& li = layers_[layer];
   const int64_t d = config_.hidden_size, F = config_.intermediate_size, D = config_.head_dim;
   const int64_t qkvd = config_.qkv_dim(), qd = config_.q_dim();
   const T eps = static_cast<T>(config_.rms_norm_eps);
 
-  rmsnorm_forward(s.norm_out, s.rstd, io.x_in, params_.value(li.input_norm), rows, d, eps);
-  linear_forward(io.qkv, s.norm_out, params_.value(li.q), rows, d, qkvd);
-  rope_forward(io.qkv, positions, rope_cos_.data(), rope_sin_.data(), rows,
-               config_.num_attention_heads, D, qkvd, rope_rows_);
-  rope_forward(io.qkv + qd, positions, rope_cos_.data(), rope_sin_.data(), rows,
-               config_.num_key_value_heads, D, qkvd, rope_rows_);
-  attend(io.qkv, io.att, io.lse);
-  // x_mid = x_in + att o_proj^T: the residual add rides on the GEMM's beta.
-  if (io.x_mid != io.x_in) std::copy(io.x_in, io.x_in + rows * d, io.x_mid);
-  gemm<T>(false, true, rows, d, qd, T(1), io.att, qd, params_.value(li.o), qd, T(1), io.x_mid, d);
+  {
+    plugin::TraceSpan span(span_category, "layer %zu attention forward", layer);
+    rmsnorm_forward(s.norm_out, s.rstd, io.x_in, params_.value(li.input_norm), rows, d, eps);
+    linear_forward(io.qkv, s.norm_out, params_.value(li.q), rows, d, qkvd);
+    rope_forward(io.qkv, positions, rope_cos_.data(), rope_sin_.data(), rows,
+                 config_.num_attention_heads, D, qkvd, rope_rows_);
+    rope_forward(io.qkv + qd, positions, rope_cos_.data(), rope_sin_.data(), rows,
+                 config_.num_key_value_heads, D, qkvd, rope_rows_);
+    attend(io.qkv, io.att, io.lse);
+    // x_mid = x_in + att o_proj^T: the residual add rides on the GEMM's beta.
+    if (io.x_mid != io.x_in) std::copy(io.x_in, io.x_in + rows * d, io.x_mid);
+    gemm<T>(false, true, rows, d, qd, T(1), io.att, qd, params_.value(li.o), qd, T(1), io.x_mid, d);
+  }
 
+  plugin::TraceSpan span(span_category, "layer %zu mlp forward", layer);
   rmsnorm_forward(s.norm_out, s.rstd, io.x_mid, params_.value(li.post_norm), rows, d, eps);
   linear_forward(io.gu, s.norm_out, params_.value(li.gate), rows, d, 2 * F);
   swiglu_forward(s.h, io.gu, rows, F);
@@ -200,14 +205,17 @@ void LlamaModel<T>::layer_forward(size_t layer, int64_t rows, const int32_t* pos
 template <typename T>
 void LlamaModel<T>::trunk_nograd(const TokenBatch& b, const Scratch& s) {
   const int64_t N = b.rows * b.cols;
-  embedding_forward(s.resid, b.tokens, params_.value(embed_), N, config_.hidden_size,
-                    config_.vocab_size);
+  {
+    plugin::TraceSpan span("forward", "embedding forward");
+    embedding_forward(s.resid, b.tokens, params_.value(embed_), N, config_.hidden_size,
+                      config_.vocab_size);
+  }
   const Attend attend = [&](T* qkv, T* att, T* lse) {
     attention_forward(att, lse, qkv, b.segment_ids, b.rows, b.cols, config_.num_attention_heads,
                       config_.num_key_value_heads, config_.head_dim);
   };
   const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
-  for (size_t l = 0; l < layers_.size(); ++l) layer_forward(l, N, b.positions, io, s, attend);
+  for (size_t l = 0; l < layers_.size(); ++l) layer_forward(l, N, b.positions, io, s, attend, "forward");
 }
 
 template <typename T>
@@ -234,6 +242,7 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
 
   if (mode == ForwardMode::no_grad) {
     trunk_nograd(b, s);
+    plugin::TraceSpan span("forward", "logprob head forward");
     logprob_head_forward(logp, s.head_rstd, s.head_lse, s.resid, final_norm, head_weight(),
                          b.targets, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
     return;
@@ -249,7 +258,10 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
   const int32_t* positions = ids + 2 * N;
   const int32_t* segments = ids + 3 * N;
 
-  embedding_forward(saved(0, N).x_in, ids, params_.value(embed_), N, d, V);
+  {
+    plugin::TraceSpan span("forward", "embedding forward");
+    embedding_forward(saved(0, N).x_in, ids, params_.value(embed_), N, d, V);
+  }
   const Attend attend = [&](T* qkv, T* att, T* lse) {
     attention_forward(att, lse, qkv, segments, b.rows, b.cols, config_.num_attention_heads,
                       config_.num_key_value_heads, config_.head_dim);
@@ -260,10 +272,14 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
     const Saved sv = saved(l, N);
     T* x_out = l + 1 < L ? saved(l + 1, N).x_in : fin.x;
     layer_forward(static_cast<size_t>(l), N, positions,
-                  LayerIO{sv.x_in, sv.qkv, sv.att, sv.lse, sv.x_mid, sv.gu, x_out}, s, attend);
+                  LayerIO{sv.x_in, sv.qkv, sv.att, sv.lse, sv.x_mid, sv.gu, x_out}, s, attend,
+                  "forward");
   }
-  logprob_head_forward(logp, fin.head_rstd, fin.head_lse, fin.x, final_norm, head_weight(),
-                       ids + N, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
+  {
+    plugin::TraceSpan span("forward", "logprob head forward");
+    logprob_head_forward(logp, fin.head_rstd, fin.head_lse, fin.x, final_norm, head_weight(),
+                         ids + N, N, d, V, chunk, head_workspace_.data(), config_.rms_norm_eps);
+  }
   head_workspace_holds_train_chunk_ = true;
   saved_head_chunk_rows_ = chunk;
   saved_rows_ = b.rows;
@@ -293,10 +309,13 @@ void LlamaModel<T>::backward(const T* dlogp) {
 
   const bool reuse_last_chunk = head_workspace_holds_train_chunk_;
   head_workspace_holds_train_chunk_ = false;  // backward overwrites the workspace
-  logprob_head_backward(dx, params_.grad(final_norm_), head_grad(), dlogp, fin.x,
-                        params_.value(final_norm_), head_weight(), targets, fin.head_rstd,
-                        fin.head_lse, N, d, V, saved_head_chunk_rows_, head_workspace_.data(),
-                        reuse_last_chunk);
+  {
+    plugin::TraceSpan span("backward", "logprob head backward");
+    logprob_head_backward(dx, params_.grad(final_norm_), head_grad(), dlogp, fin.x,
+                          params_.value(final_norm_), head_weight(), targets, fin.head_rstd,
+                          fin.head_lse, N, d, V, saved_head_chunk_rows_, head_workspace_.data(),
+                          reuse_last_chunk);
+  }
 
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
     const LayerIndex& li = layers_[static_cast<size_t>(l)];
@@ -307,16 +326,20 @@ void LlamaModel<T>::backward(const T* dlogp) {
 
     // MLP: x_out = x_mid + swiglu(rmsnorm(x_mid) Wgu^T) Wdown^T; the norm and swiglu outputs
     // are recomputed rather than kept.
-    rmsnorm_forward(s.norm_out, s.rstd, sv.x_mid, params_.value(li.post_norm), N, d, eps);
-    swiglu_forward(s.h, sv.gu, N, F);
-    linear_backward(s.dh, params_.grad(li.down), dx, s.h, params_.value(li.down), N, F, d, false);
-    swiglu_backward(dgu, s.dh, sv.gu, N, F);
-    linear_backward(s.dnorm, params_.grad(li.gate), dgu, s.norm_out, params_.value(li.gate), N, d,
-                    2 * F, false);
-    rmsnorm_backward(dx, params_.grad(li.post_norm), s.dnorm, sv.x_mid,
-                     params_.value(li.post_norm), s.rstd, N, d);
+    {
+      plugin::TraceSpan span("backward", "layer %lld mlp backward", static_cast<long long>(l));
+      rmsnorm_forward(s.norm_out, s.rstd, sv.x_mid, params_.value(li.post_norm), N, d, eps);
+      swiglu_forward(s.h, sv.gu, N, F);
+      linear_backward(s.dh, params_.grad(li.down), dx, s.h, params_.value(li.down), N, F, d, false);
+      swiglu_backward(dgu, s.dh, sv.gu, N, F);
+      linear_backward(s.dnorm, params_.grad(li.gate), dgu, s.norm_out, params_.value(li.gate), N,
+                      d, 2 * F, false);
+      rmsnorm_backward(dx, params_.grad(li.post_norm), s.dnorm, sv.x_mid,
+                       params_.value(li.post_norm), s.rstd, N, d);
+    }
 
     // Attention: x_mid = x_in + attention(rope(rmsnorm(x_in) Wqkv^T)) Wo^T.
+    plugin::TraceSpan span("backward", "layer %lld attention backward", static_cast<long long>(l));
     linear_backward(datt, params_.grad(li.o), dx, sv.att, params_.value(li.o), N, qd, d, false);
     attention_backward(dqkv, datt, sv.att, sv.lse, sv.qkv, segments, B, Tn, Hq, Hkv, D);
     rope_backward(dqkv, positions, rope_cos_.data(), rope_sin_.data(), N, Hq, D, qkvd, rope_rows_);
@@ -328,6 +351,7 @@ void LlamaModel<T>::backward(const T* dlogp) {
     rmsnorm_backward(dx, params_.grad(li.input_norm), s.dnorm, sv.x_in,
                      params_.value(li.input_norm), s.rstd, N, d);
   }
+  plugin::TraceSpan span("backward", "embedding backward");
   embedding_backward(params_.grad(embed_), dx, tokens, N, d, V);
 }
 

@@ -117,8 +117,9 @@ class LlamaModel {
 
   // attend(qkv, att, lse) fills att from the roped qkv (full sequence or KV cache).
   using Attend = std::function<void(T* qkv, T* att, T* lse)>;
+  // span_category: the category of its two profiler spans ("forward", "generate").
   void layer_forward(size_t layer, int64_t rows, const int32_t* positions, const LayerIO& io,
-                     const Scratch& s, const Attend& attend);
+                     const Scratch& s, const Attend& attend, const char* span_category);
   // Embedding and every layer, no gradient, full-sequence attention; leaves x in s.resid.
   void trunk_nograd(const TokenBatch& batch, const Scratch& s);
   // Final RMSNorm of x (rows, d) then the lm head -> logits (rows, V).

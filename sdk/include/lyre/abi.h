@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 #define LYRE_ABI_MAJOR 1
-#define LYRE_ABI_MINOR 0
+#define LYRE_ABI_MINOR 1
 
 /* The one symbol a plugin exports. */
 #define LYRE_PLUGIN_ENTRY_SYMBOL "lyre_plugin_init"
@@ -100,6 +100,19 @@ typedef struct LyreHostApi {
 
   /* Copies `bytes` bytes of host memory from rank `root` to every other rank. Blocking. */
   LyreError* (*broadcast)(void* data, size_t bytes, int32_t root);
+
+  /* ---- since ABI 1.1: profiler spans (read only when struct_size covers them) ---- */
+
+  /* 1 while the host's profiler records (the steps it was asked to trace), else 0. A plugin
+   * checks it before timing anything, so spans cost nothing outside the recorded steps.
+   * Thread-safe. */
+  int32_t (*trace_enabled)(void);
+  /* Records one finished span of work the plugin did: `name` ("layer 3 attention forward") and
+   * `category` ("forward", "backward", "optimizer"; may be NULL) are copied; begin_ns and end_ns
+   * are CLOCK_MONOTONIC nanoseconds (std::chrono::steady_clock on Linux). Spans from several
+   * threads are kept apart by thread. Ignored while trace_enabled() is 0. Thread-safe. */
+  void (*trace_span)(const char* plugin, const char* category, const char* name, int64_t begin_ns,
+                     int64_t end_ns);
 } LyreHostApi;
 
 /* ---- Common types ---- */
@@ -478,8 +491,9 @@ typedef struct LyreObjectiveApi {
 
 typedef struct LyreCheckpointer_Create_Args {
   size_t struct_size;
-  const char* config_json; /* {"save_dir": .., "save_interval": .., "max_to_keep": ..,
-                              "async": true} */
+  const char* config_json; /* the checkpointer's own keys, e.g. {"save_dir": "ckpt",
+                              "max_to_keep": 5, "async": true}; the host decides when to save.
+                              Unknown keys are an error. */
   LyreCheckpointer* checkpointer; /* out */
 } LyreCheckpointer_Create_Args;
 
@@ -490,7 +504,11 @@ typedef struct LyreCheckpointer_Destroy_Args {
 
 /* Saves one checkpoint for `step`. The tensors are host memory borrowed for the call: an async
  * checkpointer copies them before returning. A checkpoint becomes visible to list/load only
- * once complete (atomic rename); retention deletes only complete old checkpoints. */
+ * once complete (atomic rename); retention deletes only complete old checkpoints.
+ * Tensor names are "<group>/<name>": the host sends "model/<parameter name>" for parameters and
+ * "optimizer/<state name>" for optimizer state; a checkpointer may store groups apart (one
+ * safetensors file per group) and must give the same names back from load. An error from an
+ * earlier asynchronous save is returned by the next save, wait or destroy. */
 typedef struct LyreCheckpointer_Save_Args {
   size_t struct_size;
   LyreCheckpointer* checkpointer;
@@ -594,7 +612,7 @@ typedef const LyrePluginApi* (*LyrePluginInitFn)(const LyreHostApi* host);
 
 #ifdef __cplusplus
 /* Pin the layouts so that an accidental insertion fails the build (x86_64 / aarch64 LP64). */
-static_assert(sizeof(void*) != 8 || sizeof(LyreHostApi) == 56, "LyreHostApi layout changed");
+static_assert(sizeof(void*) != 8 || sizeof(LyreHostApi) == 72, "LyreHostApi layout changed");
 static_assert(sizeof(void*) != 8 || sizeof(LyreBatch) == 48, "LyreBatch layout changed");
 static_assert(sizeof(void*) != 8 || sizeof(LyreMetric) == 24, "LyreMetric layout changed");
 static_assert(sizeof(void*) != 8 || sizeof(LyreBackend_Score_Args) == 24, "layout changed");

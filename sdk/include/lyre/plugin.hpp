@@ -1,5 +1,5 @@
 // Header-only C++ helpers for lyre plugin authors: the export macro, the host handle, errors that
-// become LyreError* at the boundary, and checked tensor views over DLTensor.
+// become LyreError* at the boundary, checked tensor views over DLTensor, and profiler spans.
 //
 // A plugin includes this header (and abi.h through it), never anything of the host.
 //
@@ -7,10 +7,24 @@
 //   LyreError* my_forward(LyreModel_Forward_Args* a) {
 //     return lyre::plugin::guard([&] { ... throw lyre::plugin::Error(LYRE_ERROR_INVALID_ARGUMENT, "..."); });
 //   }
+//
+// Profiler spans: a TraceSpan times the scope it lives in and reports it to the host's profiler
+// (LyreHostApi.trace_span), attributed to the plugin's name from its LyrePluginApi table:
+//
+//   lyre::plugin::TraceSpan span("forward", "embedding");               // category, name
+//   lyre::plugin::TraceSpan layer("forward", "layer %d attention", l);  // the name is a printf format
+//
+// Outside the steps the host records, a span costs one call to trace_enabled() and a branch: no
+// clock read, no formatting. It is a no-op under a host older than ABI 1.1 (its struct_size
+// does not reach the trace entries), without a host, or with those entries NULL. Make spans
+// for work worth seeing on a timeline (a layer, a kernel launch), never per element. Spans may
+// come from a plugin's own threads too: the host gives each thread its own track.
 #ifndef LYRE_PLUGIN_HPP_
 #define LYRE_PLUGIN_HPP_
 
+#include <chrono>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +42,7 @@
 #define LYRE_PLUGIN_ENTRY(api_table)                                                        \
   LYRE_PLUGIN_EXPORT const LyrePluginApi* lyre_plugin_init(const LyreHostApi* host) {       \
     ::lyre::plugin::detail::set_host(host);                                                 \
+    ::lyre::plugin::detail::plugin_name_slot() = (api_table).name;                          \
     return &(api_table);                                                                    \
   }
 
@@ -41,6 +56,11 @@ inline const LyreHostApi*& host_slot() {
 // Keeps the host table only when it speaks our major: the host refuses us otherwise anyway.
 inline void set_host(const LyreHostApi* host) {
   if (host != nullptr && host->abi_major == LYRE_ABI_MAJOR) host_slot() = host;
+}
+// The plugin's name (LyrePluginApi.name) that its trace spans carry; set by LYRE_PLUGIN_ENTRY.
+inline const char*& plugin_name_slot() {
+  static const char* name = nullptr;
+  return name;
 }
 }  // namespace detail
 
@@ -209,6 +229,63 @@ struct OwnedShapeTensor {
   OwnedShapeTensor(const OwnedShapeTensor&) = delete;
   OwnedShapeTensor& operator=(const OwnedShapeTensor&) = delete;
   const DLTensor* get() const { return &tensor; }
+};
+
+// ---- Profiler spans ----
+
+// The host's trace entries when it has them (ABI >= 1.1 and both set), else nullptr.
+inline const LyreHostApi* trace_host() {
+  const LyreHostApi* h = host();
+  if (h == nullptr || h->struct_size < offsetof(LyreHostApi, trace_span) + sizeof(h->trace_span)) return nullptr;
+  if (h->trace_enabled == nullptr || h->trace_span == nullptr) return nullptr;
+  return h;
+}
+
+// True while the host's profiler records: check it before preparing anything for a span.
+inline bool tracing() {
+  const LyreHostApi* h = trace_host();
+  return h != nullptr && h->trace_enabled() != 0;
+}
+
+// Times its scope and reports it through LyreHostApi.trace_span when it ends (see the top of
+// this file). `category` must outlive the span (a string literal); the formatted name is copied
+// into the span, cut at 95 bytes.
+class TraceSpan {
+ public:
+  // The name is a printf format ('%%' for a percent sign), formatted only while the host records.
+  __attribute__((format(printf, 3, 4))) TraceSpan(const char* category, const char* format, ...) noexcept
+      : host_(active_host()) {
+    if (host_ == nullptr) return;
+    category_ = category;
+    std::va_list args;
+    va_start(args, format);
+    std::vsnprintf(name_, sizeof name_, format, args);
+    va_end(args);
+    begin_ns_ = now_ns();
+  }
+  ~TraceSpan() {
+    if (host_ != nullptr) host_->trace_span(detail::plugin_name_slot(), category_, name_, begin_ns_, now_ns());
+  }
+  TraceSpan(const TraceSpan&) = delete;
+  TraceSpan& operator=(const TraceSpan&) = delete;
+
+  // The host's clock for spans: CLOCK_MONOTONIC nanoseconds, as LyreHostApi.trace_span expects.
+  static int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+ private:
+  static const LyreHostApi* active_host() noexcept {
+    const LyreHostApi* h = trace_host();
+    return h != nullptr && h->trace_enabled() != 0 ? h : nullptr;
+  }
+
+  const LyreHostApi* host_;  // nullptr: not recording, nothing to report
+  const char* category_ = nullptr;
+  int64_t begin_ns_ = 0;
+  char name_[96];
 };
 
 }  // namespace lyre::plugin
