@@ -2,6 +2,7 @@
 // and a Hugging Face export, and a second run that starts from that export (model.path).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -16,9 +17,9 @@
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-TEST_CASE("a config with tensorboard_dir, profiler and export writes all three, and model.path trains on from the export") {
+TEST_CASE("a config with tensorboard_dir, profiler, checkpointer and export writes them all, and model.path trains on from the export") {
   const std::string dir = lyre::test::temp_dir("config-artifacts");
-  for (const char* sub : {"tb", "trace", "exported", "tb2"}) fs::remove_all(dir + "/" + sub);
+  for (const char* sub : {"tb", "trace", "exported", "tb2", "ckpt", "from-checkpoint"}) fs::remove_all(dir + "/" + sub);
   lyre::test::write_reversal_jsonl(dir, "train.jsonl", 64, 3);
   std::ofstream(dir + "/model.json") << lyre::test::kTinyLlama;
   json config = {
@@ -31,6 +32,7 @@ TEST_CASE("a config with tensorboard_dir, profiler and export writes all three, 
       {"tensorboard_dir", "tb"},
       {"profiler", {{"output_path", "trace/"}, {"skip_first_n_steps", 1}, {"max_profile_steps", 2}}},
       {"export", {{"dir", "exported"}, {"dtype", "fp32"}}},
+      {"checkpointer", {{"save_dir", "ckpt"}, {"save_interval", 2}}},
   };
   const lyre::RunSummary first =
       lyre::run_training(lyre::parse_run_config(config, dir + "/config.json"), {LYRE_TEST_PLUGIN_DIR});
@@ -43,12 +45,30 @@ TEST_CASE("a config with tensorboard_dir, profiler and export writes all three, 
   CHECK(exported_config.at("torch_dtype") == "float32");
   CHECK(exported_config.at("hidden_size") == 32);
 
+  // `lyre export` of the final checkpoint writes the same tensors as the export at the end.
+  lyre::ExportOptions from_checkpoint;
+  from_checkpoint.out_dir = dir + "/from-checkpoint";
+  from_checkpoint.dtype = "fp32";
+  CHECK(lyre::export_checkpoint(dir + "/ckpt", from_checkpoint) == dir + "/ckpt/step_00000004");
+  {
+    const lyre::safetensors::File a = lyre::safetensors::File::open(dir + "/exported/model.safetensors");
+    const lyre::safetensors::File b = lyre::safetensors::File::open(dir + "/from-checkpoint/model.safetensors");
+    REQUIRE(a.tensors().size() == b.tensors().size());
+    for (const lyre::safetensors::TensorInfo& t : a.tensors()) {
+      INFO(t.name);
+      const lyre::safetensors::TensorInfo& u = b.at(t.name);
+      REQUIRE(u.nbytes() == t.nbytes());
+      CHECK(std::equal(a.data(t), a.data(t) + t.nbytes(), b.data(u)));
+    }
+  }
+
   // The second run starts from the export: its first loss is the first run's model's loss on
   // new batches, far below the random init's (about log 259 = 5.6 per completion token).
   json second_config = config;
   second_config["model"] = {{"path", "exported"}};
   second_config.erase("export");
   second_config.erase("profiler");
+  second_config.erase("checkpointer");
   second_config["tensorboard_dir"] = "tb2";
   second_config["steps"] = 1;
   second_config["optimizer"]["learning_rate"] = 1e-9;  // keep the weights: only the import is tested
