@@ -56,16 +56,6 @@ bool valid_group(const std::string& group) {
   });
 }
 
-bool contiguous(const DLTensor& t) {
-  if (t.strides == nullptr) return true;
-  int64_t expected = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    if (t.shape[i] != 1 && t.strides[i] != expected) return false;
-    expected *= t.shape[i];
-  }
-  return true;
-}
-
 TensorEntry describe(const std::string& where, const DLTensor* t) {
   auto bad = [&](const std::string& what) { throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT, where + ": " + what); };
   if (t == nullptr) bad("tensor is NULL");
@@ -83,7 +73,7 @@ TensorEntry describe(const std::string& where, const DLTensor* t) {
     e.shape.push_back(t->shape[i]);
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(t->shape[i]), &numel)) bad("too many elements");
   }
-  if (!contiguous(*t)) bad("not contiguous (the checkpointer writes row-major bytes as they are)");
+  if (!lyre::plugin::is_contiguous(*t)) bad("not contiguous (the checkpointer writes row-major bytes as they are)");
   if (__builtin_mul_overflow(numel, static_cast<uint64_t>(safetensors::dtype_size(*dtype)), &numel))
     bad("too many bytes");
   e.nbytes = numel;

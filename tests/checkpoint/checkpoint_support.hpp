@@ -17,6 +17,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "../log_capture.hpp"
 #include "plugin/checkpointer_handle.hpp"
 #include "plugin/plugin_host.hpp"
 
@@ -122,29 +123,5 @@ inline std::string differences(const std::vector<HostTensor>& saved, const Loade
   return out;
 }
 
-// Routes spdlog's default logger into a string while it lives ("<level> <message>" lines).
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_);
-    sink->set_pattern("%l %v");
-    auto logger = std::make_shared<spdlog::logger>("capture", sink);
-    logger->set_level(spdlog::level::debug);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  std::vector<std::string> lines(const std::string& level) const {
-    std::vector<std::string> out;
-    std::istringstream in(stream_.str());
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(level + " ", 0) == 0) out.push_back(line.substr(level.size() + 1));
-    }
-    return out;
-  }
-
- private:
-  std::ostringstream stream_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
 
 }  // namespace lyre::test

@@ -9,6 +9,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "../log_capture.hpp"
 #include "data/batch.hpp"
 #include "plugin/plugin_host.hpp"
 
@@ -17,35 +18,6 @@ namespace lyre::test {
 inline std::string plugin_dir() { return LYRE_HOST_TEST_PLUGIN_DIR; }
 inline std::string plugin_file(const std::string& name) { return plugin_dir() + "/liblyre-" + name + ".so"; }
 
-// Routes spdlog's default logger into a string while it lives (level: debug and up).
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()), previous_level_(spdlog::get_level()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_);
-    sink->set_pattern("%l %v");
-    auto logger = std::make_shared<spdlog::logger>("capture", sink);
-    logger->set_level(spdlog::level::debug);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() {
-    spdlog::set_default_logger(previous_);
-    spdlog::set_level(previous_level_);
-  }
-  std::string text() const { return stream_.str(); }
-  std::vector<std::string> lines(const std::string& level) const {
-    std::vector<std::string> out;
-    std::istringstream in(stream_.str());
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(level + " ", 0) == 0) out.push_back(line.substr(level.size() + 1));
-    }
-    return out;
-  }
-
- private:
-  std::ostringstream stream_;
-  std::shared_ptr<spdlog::logger> previous_;
-  spdlog::level::level_enum previous_level_;
-};
 
 inline const PluginReport* find_report(const PluginRegistry& registry, const std::string& path) {
   for (const PluginReport& r : registry.reports()) {
