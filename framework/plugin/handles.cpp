@@ -148,16 +148,20 @@ Model::~Model() {
 }
 
 std::vector<float> Model::read(size_t index, LyreTensorWhich which) const {
+  std::vector<float> values(static_cast<size_t>(params_.at(index).numel()));
+  read_into(index, values.data(), which);
+  return values;
+}
+
+void Model::read_into(size_t index, float* values, LyreTensorWhich which) const {
   const ParameterInfo& p = params_.at(index);
-  std::vector<float> values(static_cast<size_t>(p.numel()));
-  const DLTensor dst = host_tensor(values.data(), kFloat32, p.shape.data(), static_cast<int>(p.shape.size()));
+  const DLTensor dst = host_tensor(values, kFloat32, p.shape.data(), static_cast<int>(p.shape.size()));
   auto args = make_args<LyreModel_ReadTensor_Args>();
   args.model = model_;
   args.index = index;
   args.which = which;
   args.dst = &dst;
   check(model_table(*plugin_).read_tensor(&args), plugin_->name() + ": read_tensor '" + p.name + "'");
-  return values;
 }
 
 void Model::write(size_t index, const std::vector<float>& values, LyreTensorWhich which) {

@@ -56,6 +56,8 @@ class Model {
 
   const std::vector<ParameterInfo>& parameters() const { return params_; }
   std::vector<float> read(size_t index, LyreTensorWhich which = LYRE_TENSOR_VALUE) const;
+  // Into caller memory of numel() floats (a checkpoint's buffer): no intermediate copy.
+  void read_into(size_t index, float* dst, LyreTensorWhich which = LYRE_TENSOR_VALUE) const;
   void write(size_t index, const std::vector<float>& values, LyreTensorWhich which = LYRE_TENSOR_VALUE);
 
   // logp is resized to B*T and filled.

@@ -81,9 +81,8 @@ std::vector<HostTensor> checkpoint_tensors(const Model& model, const Optimizer& 
     t.name = model_prefix + p.name;
     t.dtype = kFloat32;
     t.shape = p.shape;
-    const std::vector<float> values = model.read(p.index);
-    t.bytes.resize(values.size() * sizeof(float));
-    std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+    t.bytes.resize(static_cast<size_t>(p.numel()) * sizeof(float));
+    model.read_into(p.index, reinterpret_cast<float*>(t.bytes.data()));
     tensors.push_back(std::move(t));
   }
   const std::string optimizer_prefix = std::string(checkpoint_layout::kOptimizerGroup) + "/";
