@@ -1,5 +1,9 @@
 // SentencePiece .model files through libsentencepiece. Control pieces written in the text
 // ("<s>", "</s>") become their ids as HF does; SentencePiece itself would spell them out.
+//
+// This file is not part of the host library: it is built into its own module,
+// liblyre-sentencepiece.so, which sentencepiece_module.cpp loads privately on first use (see
+// there why). Its one exported symbol is lyre_sentencepiece_load.
 #include <sentencepiece_processor.h>
 
 #include <stdexcept>
@@ -109,8 +113,11 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& model_path) {
-  return std::make_unique<SentencePieceTokenizer>(model_path);
-}
-
 }  // namespace lyre::tok
+
+// A new tokenizer the caller owns (and deletes through Tokenizer's virtual destructor). Throws
+// std::runtime_error naming the file when it is not a SentencePiece model: the module and the
+// host are built together, so C++ exceptions may cross.
+extern "C" __attribute__((visibility("default"))) lyre::Tokenizer* lyre_sentencepiece_load(const char* model_path) {
+  return new lyre::tok::SentencePieceTokenizer(model_path);
+}
