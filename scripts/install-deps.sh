@@ -13,6 +13,7 @@ packages=(
   libpcre2-dev                           # tokenizers' split regexes (look-ahead, Unicode classes)
   libicu-dev                             # Unicode normalization (NFC/NFKC) that tokenizers ask for
   libsimdjson-dev                        # JSONL datasets at GB/s
+  libtorch-dev                           # LibTorch: backend-torch, the numerical reference the parity tests compare against
   libsentencepiece-dev sentencepiece     # SentencePiece .model files; spm_train builds test models
   clang libclang-rt-14-dev               # libFuzzer: the fuzz targets that CI runs for a bounded time
   protobuf-compiler protobuf-c-compiler libprotobuf-c-dev  # TensorBoard events: protoc compiles Event/Summary to C

@@ -1,9 +1,18 @@
 // The Model slot: a LlamaModel<float> behind the ABI, with every argument checked here and
 // every exception turned into a LyreError by guard().
+//
+// Test hook: with the environment variable LYRE_CPU_TEST_WRONG_GRAD="<parameter name>[:<factor>]",
+// every backward ends by multiplying that parameter's gradient by factor (default 1.001, a 0.1%
+// wrong gradient): the deliberate error tests/parity must catch. It is read at each backward, so
+// a test can set and unset it; a name the model does not have fails the backward.
 #include <omp.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -139,6 +148,42 @@ float fp16_to_float(uint16_t h) {
 }
 
 const char* const kDtypeHint = "(accepted: float32, bfloat16, float16)";
+
+constexpr const char* kWrongGradHook = "LYRE_CPU_TEST_WRONG_GRAD";
+
+struct WrongGrad {
+  size_t index = 0;
+  float factor = 1.001f;
+};
+
+// What LYRE_CPU_TEST_WRONG_GRAD asks for, or nothing when it is unset or empty.
+std::optional<WrongGrad> wrong_grad_hook(const ParameterStore<float>& params) {
+  const char* value = std::getenv(kWrongGradHook);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  const std::string spec = value;
+  const std::string where = std::string(kWrongGradHook) + "=\"" + spec + "\"";
+  const size_t colon = spec.rfind(':');  // parameter names hold no ':'
+  const std::string name = spec.substr(0, colon);
+  WrongGrad hook;
+  if (colon != std::string::npos) {
+    const std::string text = spec.substr(colon + 1);
+    char* end = nullptr;
+    errno = 0;
+    const double factor = std::strtod(text.c_str(), &end);
+    if (text.empty() || errno != 0 || *end != '\0' || !std::isfinite(factor))
+      throw Error(LYRE_ERROR_INVALID_ARGUMENT, where + ": factor \"" + text + "\" is not a finite number");
+    hook.factor = static_cast<float>(factor);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params.info(i).name == name) {
+      hook.index = i;
+      return hook;
+    }
+  }
+  throw Error(LYRE_ERROR_INVALID_ARGUMENT,
+              where + ": the model has no parameter named \"" + name +
+                  "\" (expected <parameter name>[:<factor>], e.g. model.norm.weight:1.001)");
+}
 
 // ---- entries ----
 
@@ -282,7 +327,12 @@ LyreError* backward(LyreModel_Backward_Args* args) {
                   "backward)");
     TensorView<float> dlogp(args->dlogp, "dlogp");
     dlogp.expect_shape({args->model->train_rows, args->model->train_cols});
+    const std::optional<WrongGrad> wrong = wrong_grad_hook(model.params());  // before any work
     model.backward(dlogp.data());
+    if (wrong) {
+      float* g = model.params().grad(wrong->index);
+      for (size_t i = 0; i < model.params().info(wrong->index).numel; ++i) g[i] *= wrong->factor;
+    }
   });
 }
 

@@ -1,0 +1,32 @@
+// What the ABI glue files share: the slot tables, the model behind a LyreModel*, and the
+// struct-size check every entry starts with.
+#pragma once
+
+#include <type_traits>
+
+#include "lyre/plugin.hpp"
+
+// Requires the caller's struct to reach past `last_field`, the last field this entry reads.
+#define LYRE_TORCH_ARGS(args, last_field, what)                                                         \
+  ::lyre::plugin::require_struct(                                                                       \
+      args, offsetof(std::remove_cv_t<std::remove_pointer_t<decltype(args)>>, last_field) +            \
+                sizeof((args)->last_field),                                                             \
+      what)
+
+namespace lyre::libtorch {
+
+class LlamaModel;
+
+extern const LyreBackendApi kBackendApi;      // backend_api.cpp
+extern const LyreModelApi kModelApi;          // model_api.cpp
+extern const LyreOptimizerApi kOptimizerApi;  // optimizer_api.cpp
+
+// The model a LyreModel* holds; plugin::Error(INVALID_ARGUMENT) for NULL. (model_api.cpp)
+LlamaModel& torch_model(LyreModel* model);
+
+// Sums every trainable gradient over the job's ranks through LyreHostApi.all_reduce_f32, one
+// call per parameter; returns at once with one rank. Returns the host's error, if any; throws
+// for a NULL model. (model_api.cpp)
+LyreError* all_reduce_gradients(LyreModel* model);
+
+}  // namespace lyre::libtorch
