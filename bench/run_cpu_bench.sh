@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # CPU training throughput, lyre vs PyTorch, in one run: builds lyre-bench-train if needed, runs
-# it and bench/peer_torch_llama.py one after the other on the same model, threads, batch and
-# steps, and prints a markdown table (docs/benchmarks.md records one).
+# it (once per backend in BACKENDS) and bench/peer_torch_llama.py one after the other on the same
+# model, weights, threads, batch and steps, each in its own process, and prints a markdown table
+# (docs/benchmarks.md records them).
 #
 # Environment overrides (defaults in brackets):
+#   BACKENDS [cpu]: lyre backends to run, e.g. "cpu torch" (backend-torch runs LibTorch, so it
+#     gets the PyTorch peer's BLAS too)
 #   BUILD_DIR [build]  THREADS [2]  BATCH [8]  SEQ [256]  WARMUP [3]  STEPS [10]
 #   REPEATS [1]: pairs of runs, alternating lyre and torch; the table shows each one's median
 #   CONFIG [bench/llama_d512.json]  PYTHON [/usr/bin/python3, where Debian's python3-torch is]
@@ -35,6 +38,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 LYRE_MODEL_OPTIONS=${LYRE_MODEL_OPTIONS:-}
 RESULTS_DIR=${RESULTS_DIR:-$BUILD_DIR/bench-results}
 JOBS=${JOBS:-2}
+read -r -a backends <<<"${BACKENDS:-cpu}"
 
 say() { echo "run_cpu_bench: $*" >&2; }
 
@@ -44,7 +48,9 @@ trap 'rm -f "$build_log"' EXIT
   if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
   fi
-  cmake --build "$BUILD_DIR" -j "$JOBS" --target lyre-bench-train lyre-bench-fma-peak
+  targets=(lyre-bench-train lyre-bench-fma-peak)
+  for b in "${backends[@]}"; do targets+=("lyre-backend-${b#backend-}"); done
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}" lyre-objective-sft
 } >"$build_log" 2>&1 || { cat "$build_log" >&2; say "build failed"; exit 1; }
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
 [[ "$build_type" == Release ]] || say "warning: $BUILD_DIR is a '$build_type' build, not Release"
@@ -94,27 +100,38 @@ fma_json="$RESULTS_DIR/$stamp-fma-peak.json"
 common=(--config "$CONFIG" --threads "$THREADS" --batch "$BATCH" --seq "$SEQ" --warmup "$WARMUP" --steps "$STEPS")
 lyre_extra=()
 [[ -z "$LYRE_MODEL_OPTIONS" ]] || lyre_extra=(--model-options "$LYRE_MODEL_OPTIONS")
-lyre_runs=() torch_runs=()
+run_files=()  # REPEATS x (backends..., pytorch), in that order
 for ((i = 1; i <= REPEATS; ++i)); do
-  lyre_json="$RESULTS_DIR/$stamp-lyre-$i.json"
+  peak=0 fpt=0
+  for b in "${backends[@]}"; do
+    lyre_json="$RESULTS_DIR/$stamp-lyre-$b-$i.json"
+    say "[$i/$REPEATS] lyre backend $b"
+    env_prefix=()
+    [[ "${b#backend-}" != torch ]] || env_prefix=("${peer_env[@]}")
+    "${env_prefix[@]}" "$BUILD_DIR/bin/lyre-bench-train" "${common[@]}" --backend "$b" "${lyre_extra[@]}" >"$lyre_json"
+    run_files+=("$lyre_json")
+    # The peer's MFU shares lyre's numerator (FLOPs per token) and denominator (stated peak):
+    # the first backend that states a peak.
+    if [[ "$peak" == 0 ]]; then
+      read -r peak fpt < <("$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["peak_flops"], r["train_flops_per_token"])' "$lyre_json")
+    fi
+  done
   torch_json="$RESULTS_DIR/$stamp-torch-$i.json"
-  say "[$i/$REPEATS] lyre"
-  "$BUILD_DIR/bin/lyre-bench-train" "${common[@]}" "${lyre_extra[@]}" >"$lyre_json"
-  # The peer's MFU shares lyre's numerator (FLOPs per token) and denominator (stated peak).
-  read -r peak fpt < <("$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["peak_flops"], r["train_flops_per_token"])' "$lyre_json")
   say "[$i/$REPEATS] pytorch"
   "${peer_env[@]}" "$PYTHON" bench/peer_torch_llama.py "${common[@]}" --peak-flops "$peak" --flops-per-token "$fpt" >"$torch_json"
-  lyre_runs+=("$lyre_json") torch_runs+=("$torch_json")
+  run_files+=("$torch_json")
 done
 say "results in $RESULTS_DIR/$stamp-*.json"
 
-"$PYTHON" - "$fma_json" "${#lyre_runs[@]}" "${lyre_runs[@]}" "${torch_runs[@]}" <<'EOF'
+"$PYTHON" - "$fma_json" "$REPEATS" "${#backends[@]}" "${run_files[@]}" <<'EOF'
 import json, os, sys
 
 fma = json.load(open(sys.argv[1]))
-n = int(sys.argv[2])
-lyre = [json.load(open(p)) for p in sys.argv[3:3 + n]]
-torch = [json.load(open(p)) for p in sys.argv[3 + n:]]
+n, nb = int(sys.argv[2]), int(sys.argv[3])
+runs = [json.load(open(p)) for p in sys.argv[4:]]
+per_repeat = nb + 1
+lyres = [[runs[i * per_repeat + b] for i in range(n)] for b in range(nb)]
+torch = [runs[i * per_repeat + nb] for i in range(n)]
 measured_peak = fma["peak_flops"]
 
 def mib(b):
@@ -127,11 +144,13 @@ def median_run(runs):
     # The run whose tokens/s is the median (the lower middle for an even count).
     return sorted(runs, key=lambda r: r["tokens_per_s"])[(len(runs) - 1) // 2]
 
-l, t = median_run(lyre), median_run(torch)
+ls = [median_run(runs_of_backend) for runs_of_backend in lyres]
+l, t = ls[0], median_run(torch)
+stated_peak = next((r["peak_flops"] for r in ls if r["peak_flops"] > 0), 0)
 print(f"Model {l['config']}: {l['num_parameters'] / 1e6:.1f}M parameters, "
       f"{l['train_flops_per_token'] / 1e6:.1f} MFLOP/token (train); batch {l['batch']} x seq {l['seq']}, "
       f"{l['threads']} threads, {l['warmup_steps']} warmup + {l['timed_steps']} timed steps.")
-print(f"Peak fp32 FLOP/s: {l['peak_flops'] / 1e9:.0f} G as the backend states it ({l['device']}); "
+print(f"Peak fp32 FLOP/s: {stated_peak / 1e9:.0f} G as the backend states it ({l['device']}); "
       f"{measured_peak / 1e9:.0f} G measured by lyre-bench-fma-peak ({fma['isa']}, {fma['threads']} threads).")
 core = t.get("openblas_core") or "n/a"
 forced = " (forced by OPENBLAS_CORETYPE)" if os.environ.get("OPENBLAS_CORETYPE") else " (detected)"
@@ -139,18 +158,20 @@ print(f"Settings: lyre model options {json.dumps(l['model_options'])}; PyTorch B
       f"{t.get('blas') or 'unknown'}, OpenBLAS kernels {core}{forced}.")
 if n > 1:
     print(f"{n} runs each, the table shows the median run; tokens/s of every run: "
-          f"lyre {rates(lyre)}; pytorch {rates(torch)}.")
+          + "; ".join(f"{r[0]['implementation']} {rates(r)}" for r in lyres) + f"; pytorch {rates(torch)}.")
 print()
 print("| implementation | tokens/s | s/step (min-max) | MFU (stated peak) | MFU (measured peak) "
       "| peak RSS | RSS before model | backend peak | loss first -> last | tokens/s vs pytorch |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in (l, t):
+for r in ls + [t]:
+    mfu = r["achieved_flops"] / stated_peak if stated_peak else 0.0
     print(f"| {r['implementation']} | {r['tokens_per_s']:.0f} | {r['s_per_step']:.3f} "
-          f"({r['s_per_step_min']:.3f}-{r['s_per_step_max']:.3f}) | {100 * r['mfu']:.1f}% | "
+          f"({r['s_per_step_min']:.3f}-{r['s_per_step_max']:.3f}) | {100 * mfu:.1f}% | "
           f"{100 * r['achieved_flops'] / measured_peak:.1f}% | "
           f"{mib(r['peak_rss_bytes'])} | {mib(r['rss_baseline_bytes'])} | {mib(r['backend_memory_peak_bytes'])} | "
           f"{r['loss_first']:.4f} -> {r['loss_last']:.4f} | {r['tokens_per_s'] / t['tokens_per_s']:.2f}x |")
 print()
-print(f"lyre / pytorch: tokens/s {l['tokens_per_s'] / t['tokens_per_s']:.2f}x (target >= 1.5x); "
-      f"peak RSS {l['peak_rss_bytes'] / t['peak_rss_bytes']:.2f}x (target < 1x).")
+for r in ls:
+    print(f"{r['implementation']} / pytorch: tokens/s {r['tokens_per_s'] / t['tokens_per_s']:.2f}x; "
+          f"peak RSS {r['peak_rss_bytes'] / t['peak_rss_bytes']:.2f}x.")
 EOF
