@@ -10,14 +10,31 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 cmake --install "$build" --prefix "$work/prefix" > "$work/install.log"
 for f in bin/lyre include/lyre/abi.h include/lyre/plugin.hpp lib/cmake/lyre/lyreConfig.cmake \
          lib/lyre/plugins/liblyre-backend-cpu.so lib/lyre/plugins/liblyre-objective-sft.so \
-         lib/lyre/plugins/liblyre-checkpointer-safetensors.so; do
+         lib/lyre/plugins/liblyre-checkpointer-safetensors.so lib/lyre/liblyre-sentencepiece.so; do
   [[ -e "$work/prefix/$f" ]] || fail "install did not write $f"
 done
+torch=0
+if [[ -e "$build/lib/lyre/plugins/liblyre-backend-torch.so" ]]; then
+  torch=1
+  [[ -e "$work/prefix/lib/lyre/plugins/torch/liblyre-backend-torch-impl.so" ]] \
+    || fail "install did not write backend-torch's implementation (lib/lyre/plugins/torch/)"
+fi
 
 # The installed binary finds the installed plugins beside it, with no environment help.
 "$work/prefix/bin/lyre" plugins > "$work/plugins.txt"
 grep -q "$work/prefix/lib/lyre/plugins/liblyre-backend-cpu.so" "$work/plugins.txt" || fail "backend-cpu not found: $(cat "$work/plugins.txt")"
-grep -q "3 files found, 3 loaded, 0 rejected" "$work/plugins.txt" || fail "unexpected listing: $(cat "$work/plugins.txt")"
+built=$(find "$build/lib/lyre/plugins" -maxdepth 1 -name 'liblyre-*.so' | wc -l)
+grep -q "$built files found, $built loaded, 0 rejected" "$work/plugins.txt" || fail "unexpected listing: $(cat "$work/plugins.txt")"
+
+# The installed backend-torch finds its LibTorch implementation in the install tree and trains.
+if ((torch)); then
+  "$work/prefix/bin/lyre" train "$build/examples/quickstart/config.json" --set backend=torch \
+    --set steps=2 --set log_steps_interval=1 --set exact_match=null --set eval_dataloader=null \
+    --set eval_steps_interval=null > "$work/train-torch.log" 2>&1 \
+    || fail "training on the installed backend-torch failed: $(cat "$work/train-torch.log")"
+  grep -q "backend-torch" "$work/train-torch.log" || fail "not on backend-torch: $(cat "$work/train-torch.log")"
+  grep -q "step 2/2" "$work/train-torch.log" || fail "no step 2 in: $(cat "$work/train-torch.log")"
+fi
 
 # A user's objective, built against the installed SDK only.
 cmake -S "$source/examples/objective-plugin" -B "$work/plugin-build" -G "$generator" \
