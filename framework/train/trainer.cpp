@@ -212,9 +212,10 @@ void Trainer::log_interval(const std::vector<StepRecord>& interval, const StepRe
   const uint64_t backend_bytes = probe_.memory_used_bytes ? probe_.memory_used_bytes() : 0;
   spdlog::info(
       "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.3f} | {:.3f}s/step | {:.0f} tok/s | "
-      "{:.1f} samples/s | padding {:.1f}% | mfu {:.1f}% | mem {} (rss {})",
+      "{:.1f} samples/s | padding {:.1f}% | mfu {} | mem {} (rss {})",
       last.step, total_steps_, last.epoch, loss, last.learning_rate, last.grad_norm,
-      seconds / static_cast<double>(interval.size()), tokens_per_s, samples / seconds, 100.0 * padding, 100.0 * mfu,
+      seconds / static_cast<double>(interval.size()), tokens_per_s, samples / seconds, 100.0 * padding,
+      peak > 0 ? fmt::format("{:.1f}%", 100.0 * mfu) : std::string("n/a"),
       mib(backend_bytes), mib(resident_bytes()));
   if (tensorboard != nullptr) {
     tensorboard->scalar("train/loss", last.step, loss);

@@ -1,8 +1,10 @@
 #include "options.hpp"
 
 #include <ATen/Parallel.h>
+#include <sched.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -58,6 +60,14 @@ Options parse_options(const char* text, const char* what, bool model_keys) {
 
 void apply_threads(const Options& options) {
   if (options.threads) at::set_num_threads(static_cast<int>(*options.threads));
+}
+
+void apply_default_threads() {
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if (omp != nullptr && *omp != '\0') return;
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 0) at::set_num_threads(CPU_COUNT(&cpus));
 }
 
 Precision default_precision() { return g_default_precision.load(); }

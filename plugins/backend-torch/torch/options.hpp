@@ -24,9 +24,12 @@ struct Options {
 // plugin::Error(INVALID_ARGUMENT) naming it.
 Options parse_options(const char* text, const char* what, bool model_keys);
 
-// Applies "threads" to LibTorch's intra-op pool (at::set_num_threads); unset leaves LibTorch's
-// own default, which follows OMP_NUM_THREADS.
+// Applies "threads" to LibTorch's intra-op pool (at::set_num_threads); unset leaves it as it is.
 void apply_threads(const Options& options);
+// The pool's size when no option says: OMP_NUM_THREADS when set (LibTorch follows it), else every
+// CPU this process may run on, as backend-cpu's OpenMP does. (LibTorch 1.13's own default was 1
+// thread on the 2-vCPU machine we measured on.)
+void apply_default_threads();
 
 // The plugin-wide precision that initialize set, for models whose options do not say.
 Precision default_precision();

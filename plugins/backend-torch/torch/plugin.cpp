@@ -28,7 +28,8 @@ LyreError* initialize(LyreInitialize_Args* args) {
     LYRE_TORCH_ARGS(args, options_json, "backend-torch initialize");
     const Options options = parse_options(args->options_json, "backend-torch options", /*model_keys=*/false);
     if (options.precision) set_default_precision(*options.precision);
-    apply_threads(options);
+    if (options.threads) apply_threads(options);
+    else apply_default_threads();
     if (!install_counting_allocator())
       plugin::log(LYRE_LOG_WARNING, "backend-torch",
                   "another CPU allocator is installed with a higher priority: device_info reports no memory use");
