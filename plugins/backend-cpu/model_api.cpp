@@ -41,14 +41,6 @@ LlamaModel<float>& cpu_model(LyreModel* model) {
 
 namespace {
 
-// Requires the caller's struct to reach at least `end` bytes (the last field this entry reads).
-#define LYRE_CPU_ARGS(args, last_field, what)                                                \
-  plugin::require_struct(                                                                    \
-      args,                                                                                  \
-      offsetof(std::remove_cv_t<std::remove_pointer_t<decltype(args)>>, last_field) +        \
-          sizeof((args)->last_field),                                                        \
-      what)
-
 ModelOptions parse_model_options(const char* text) {
   ModelOptions options;
   if (text == nullptr) return options;
@@ -189,7 +181,7 @@ std::optional<WrongGrad> wrong_grad_hook(const ParameterStore<float>& params) {
 
 LyreError* create(LyreModel_Create_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, model, "backend-cpu create model");
+    LYRE_REQUIRE_ARGS(args, model, "backend-cpu create model");
     args->model = nullptr;
     require(args->config_json != nullptr, "create model: config_json is NULL");
     if (args->lora_json != nullptr)
@@ -208,21 +200,21 @@ LyreError* create(LyreModel_Create_Args* args) {
 
 LyreError* destroy(LyreModel_Destroy_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, model, "backend-cpu destroy model");
+    LYRE_REQUIRE_ARGS(args, model, "backend-cpu destroy model");
     delete args->model;
   });
 }
 
 LyreError* num_parameters(LyreModel_NumParameters_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, num_parameters, "backend-cpu num_parameters");
+    LYRE_REQUIRE_ARGS(args, num_parameters, "backend-cpu num_parameters");
     args->num_parameters = cpu_model(args->model).params().size();
   });
 }
 
 LyreError* parameter(LyreModel_Parameter_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, dtype, "backend-cpu parameter");
+    LYRE_REQUIRE_ARGS(args, dtype, "backend-cpu parameter");
     const ParameterInfo& p = param_at(args->model, args->index);
     args->name = p.name.c_str();
     args->kind = p.kind;
@@ -235,7 +227,7 @@ LyreError* parameter(LyreModel_Parameter_Args* args) {
 
 LyreError* read_tensor(LyreModel_ReadTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, dst, "backend-cpu read_tensor");
+    LYRE_REQUIRE_ARGS(args, dst, "backend-cpu read_tensor");
     const ParameterInfo& p = param_at(args->model, args->index);
     const float* src = param_memory(args->model, args->index, args->which);
     check_param_tensor(args->dst, p, "read_tensor dst");
@@ -249,7 +241,7 @@ LyreError* read_tensor(LyreModel_ReadTensor_Args* args) {
 
 LyreError* write_tensor(LyreModel_WriteTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, src, "backend-cpu write_tensor");
+    LYRE_REQUIRE_ARGS(args, src, "backend-cpu write_tensor");
     const ParameterInfo& p = param_at(args->model, args->index);
     float* dst = param_memory(args->model, args->index, args->which);
     check_param_tensor(args->src, p, "write_tensor src");
@@ -272,11 +264,11 @@ LyreError* write_tensor(LyreModel_WriteTensor_Args* args) {
 
 LyreError* forward(LyreModel_Forward_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, logp, "backend-cpu forward");
+    LYRE_REQUIRE_ARGS(args, logp, "backend-cpu forward");
     LlamaModel<float>& model = cpu_model(args->model);
     const LyreBatch* b = args->batch;
     require(b != nullptr, "forward: batch is NULL");
-    LYRE_CPU_ARGS(b, segment_ids, "backend-cpu forward batch");
+    LYRE_REQUIRE_ARGS(b, segment_ids, "backend-cpu forward batch");
     TensorView<int32_t> tokens(b->tokens, "batch.tokens");
     require(tokens.ndim() == 2, "batch.tokens: expected [B,T], got " + tokens.shape_string());
     const int64_t B = tokens.dim(0), T = tokens.dim(1);
@@ -319,7 +311,7 @@ LyreError* forward(LyreModel_Forward_Args* args) {
 
 LyreError* backward(LyreModel_Backward_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, dlogp, "backend-cpu backward");
+    LYRE_REQUIRE_ARGS(args, dlogp, "backend-cpu backward");
     LlamaModel<float>& model = cpu_model(args->model);
     if (!model.backward_ready())
       throw Error(LYRE_ERROR_FAILED_PRECONDITION,
@@ -338,14 +330,14 @@ LyreError* backward(LyreModel_Backward_Args* args) {
 
 LyreError* zero_grad(LyreModel_ZeroGrad_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, model, "backend-cpu zero_grad");
+    LYRE_REQUIRE_ARGS(args, model, "backend-cpu zero_grad");
     cpu_model(args->model).zero_grad();
   });
 }
 
 LyreError* stats(LyreModel_Stats_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, num_parameters_trainable, "backend-cpu stats");
+    LYRE_REQUIRE_ARGS(args, num_parameters_trainable, "backend-cpu stats");
     LlamaModel<float>& model = cpu_model(args->model);
     require(args->seq_len >= 1, "stats: seq_len must be >= 1, got " + std::to_string(args->seq_len));
     args->train_flops_per_token = model.train_flops_per_token(args->seq_len);
@@ -359,7 +351,7 @@ LyreError* stats(LyreModel_Stats_Args* args) {
 
 LyreError* generate(LyreModel_Generate_Args* args) {
   return plugin::guard([&] {
-    LYRE_CPU_ARGS(args, out_lengths, "backend-cpu generate");
+    LYRE_REQUIRE_ARGS(args, out_lengths, "backend-cpu generate");
     LlamaModel<float>& model = cpu_model(args->model);
     TensorView<int32_t> prompt(args->prompt, "prompt");
     require(prompt.ndim() == 2, "prompt: expected [B,Tp], got " + prompt.shape_string());
@@ -374,7 +366,7 @@ LyreError* generate(LyreModel_Generate_Args* args) {
     out_lengths.expect_shape({B});
     SamplingOptions sampling;  // NULL = greedy
     if (args->sampling != nullptr) {
-      LYRE_CPU_ARGS(args->sampling, seed, "backend-cpu generate sampling");
+      LYRE_REQUIRE_ARGS(args->sampling, seed, "backend-cpu generate sampling");
       sampling.temperature = args->sampling->temperature;
       sampling.top_k = args->sampling->top_k;
       sampling.top_p = args->sampling->top_p;

@@ -84,7 +84,7 @@ void shutdown() {
 // Score without LibTorch: the implementation must be there to be loaded later.
 LyreError* score(LyreBackend_Score_Args* args) {
   return plugin::guard([&] {
-    plugin::require_struct(args, offsetof(LyreBackend_Score_Args, reason) + sizeof(const char*), "backend-torch score");
+    LYRE_REQUIRE_ARGS(args, reason, "backend-torch score");
     struct stat st {};
     static const std::string path = impl_path();
     const bool present = ::stat(path.c_str(), &st) == 0;

@@ -22,7 +22,7 @@ void require_device_zero(int32_t index) {
 
 LyreError* device_info(LyreBackend_DeviceInfo_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, peak_flops, "backend-torch device_info");
+    LYRE_REQUIRE_ARGS(args, peak_flops, "backend-torch device_info");
     require_device_zero(args->device_index);
     const int threads = at::get_num_threads();
     static std::string name;  // "valid until the library is unloaded": the latest answer
@@ -41,7 +41,7 @@ LyreError* device_info(LyreBackend_DeviceInfo_Args* args) {
 
 LyreError* synchronize(LyreBackend_Synchronize_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, device_index, "backend-torch synchronize");
+    LYRE_REQUIRE_ARGS(args, device_index, "backend-torch synchronize");
     require_device_zero(args->device_index);
     // LibTorch on the CPU returns from every op with its work done: nothing is queued.
   });
@@ -50,7 +50,7 @@ LyreError* synchronize(LyreBackend_Synchronize_Args* args) {
 LyreError* all_reduce(LyreBackend_AllReduceGradients_Args* args) {
   LyreError* host_error = nullptr;
   LyreError* error = plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, model, "backend-torch all_reduce_gradients");
+    LYRE_REQUIRE_ARGS(args, model, "backend-torch all_reduce_gradients");
     host_error = all_reduce_gradients(args->model);
   });
   return error != nullptr ? error : host_error;

@@ -1,17 +1,7 @@
-// What the ABI glue files share: the slot tables, the model behind a LyreModel*, and the
-// struct-size check every entry starts with.
+// What the ABI glue files share: the slot tables and the model behind a LyreModel*.
 #pragma once
 
-#include <type_traits>
-
 #include "lyre/plugin.hpp"
-
-// Requires the caller's struct to reach past `last_field`, the last field this entry reads.
-#define LYRE_TORCH_ARGS(args, last_field, what)                                                         \
-  ::lyre::plugin::require_struct(                                                                       \
-      args, offsetof(std::remove_cv_t<std::remove_pointer_t<decltype(args)>>, last_field) +            \
-                sizeof((args)->last_field),                                                             \
-      what)
 
 namespace lyre::libtorch {
 

@@ -94,7 +94,7 @@ at::Tensor host_view(const DLTensor* t, const Parameter& p, const char* what, st
 
 LyreError* create(LyreModel_Create_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, model, "backend-torch create model");
+    LYRE_REQUIRE_ARGS(args, model, "backend-torch create model");
     args->model = nullptr;
     require(args->config_json != nullptr, "create model: config_json is NULL");
     if (args->lora_json != nullptr)
@@ -113,21 +113,21 @@ LyreError* create(LyreModel_Create_Args* args) {
 
 LyreError* destroy(LyreModel_Destroy_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, model, "backend-torch destroy model");
+    LYRE_REQUIRE_ARGS(args, model, "backend-torch destroy model");
     delete args->model;
   });
 }
 
 LyreError* num_parameters(LyreModel_NumParameters_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, num_parameters, "backend-torch num_parameters");
+    LYRE_REQUIRE_ARGS(args, num_parameters, "backend-torch num_parameters");
     args->num_parameters = torch_model(args->model).params().size();
   });
 }
 
 LyreError* parameter(LyreModel_Parameter_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, dtype, "backend-torch parameter");
+    LYRE_REQUIRE_ARGS(args, dtype, "backend-torch parameter");
     const Parameter& p = param_at(args->model, args->index);
     args->name = p.name.c_str();
     args->kind = p.kind;
@@ -140,7 +140,7 @@ LyreError* parameter(LyreModel_Parameter_Args* args) {
 
 LyreError* read_tensor(LyreModel_ReadTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, dst, "backend-torch read_tensor");
+    LYRE_REQUIRE_ARGS(args, dst, "backend-torch read_tensor");
     const Parameter& p = param_at(args->model, args->index);
     const at::Tensor src = param_tensor(p, args->which);
     at::Tensor dst = host_view(args->dst, p, "read_tensor dst", {at::kFloat, at::kDouble}, "float32, float64");
@@ -151,7 +151,7 @@ LyreError* read_tensor(LyreModel_ReadTensor_Args* args) {
 
 LyreError* write_tensor(LyreModel_WriteTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, src, "backend-torch write_tensor");
+    LYRE_REQUIRE_ARGS(args, src, "backend-torch write_tensor");
     const Parameter& p = param_at(args->model, args->index);
     at::Tensor dst = param_tensor(p, args->which);
     const at::Tensor src = host_view(args->src, p, "write_tensor src", {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf},
@@ -163,11 +163,11 @@ LyreError* write_tensor(LyreModel_WriteTensor_Args* args) {
 
 LyreError* forward(LyreModel_Forward_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, logp, "backend-torch forward");
+    LYRE_REQUIRE_ARGS(args, logp, "backend-torch forward");
     LlamaModel& model = torch_model(args->model);
     const LyreBatch* b = args->batch;
     require(b != nullptr, "forward: batch is NULL");
-    LYRE_TORCH_ARGS(b, segment_ids, "backend-torch forward batch");
+    LYRE_REQUIRE_ARGS(b, segment_ids, "backend-torch forward batch");
     TensorView<int32_t> tokens(b->tokens, "batch.tokens");
     require(tokens.ndim() == 2, "batch.tokens: expected [B,T], got " + tokens.shape_string());
     const int64_t B = tokens.dim(0), T = tokens.dim(1);
@@ -205,7 +205,7 @@ LyreError* forward(LyreModel_Forward_Args* args) {
 
 LyreError* backward(LyreModel_Backward_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, dlogp, "backend-torch backward");
+    LYRE_REQUIRE_ARGS(args, dlogp, "backend-torch backward");
     LlamaModel& model = torch_model(args->model);
     if (!model.backward_ready())
       throw Error(LYRE_ERROR_FAILED_PRECONDITION,
@@ -218,14 +218,14 @@ LyreError* backward(LyreModel_Backward_Args* args) {
 
 LyreError* zero_grad(LyreModel_ZeroGrad_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, model, "backend-torch zero_grad");
+    LYRE_REQUIRE_ARGS(args, model, "backend-torch zero_grad");
     torch_model(args->model).zero_grad();
   });
 }
 
 LyreError* stats(LyreModel_Stats_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, num_parameters_trainable, "backend-torch stats");
+    LYRE_REQUIRE_ARGS(args, num_parameters_trainable, "backend-torch stats");
     LlamaModel& model = torch_model(args->model);
     require(args->seq_len >= 1, "stats: seq_len must be >= 1, got " + std::to_string(args->seq_len));
     args->train_flops_per_token = model.train_flops_per_token(args->seq_len);
@@ -236,7 +236,7 @@ LyreError* stats(LyreModel_Stats_Args* args) {
 
 LyreError* generate(LyreModel_Generate_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, out_lengths, "backend-torch generate");
+    LYRE_REQUIRE_ARGS(args, out_lengths, "backend-torch generate");
     LlamaModel& model = torch_model(args->model);
     TensorView<int32_t> prompt(args->prompt, "prompt");
     require(prompt.ndim() == 2, "prompt: expected [B,Tp], got " + prompt.shape_string());
@@ -250,7 +250,7 @@ LyreError* generate(LyreModel_Generate_Args* args) {
     out_lengths.expect_shape({B});
     SamplingOptions sampling;  // NULL = greedy
     if (args->sampling != nullptr) {
-      LYRE_TORCH_ARGS(args->sampling, seed, "backend-torch generate sampling");
+      LYRE_REQUIRE_ARGS(args->sampling, seed, "backend-torch generate sampling");
       sampling.temperature = args->sampling->temperature;
       sampling.top_k = args->sampling->top_k;
       sampling.top_p = args->sampling->top_p;

@@ -55,7 +55,7 @@ at::Tensor float_view(void* data, const Optimizer::State& s) { return at::from_b
 
 LyreError* create(LyreOptimizer_Create_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, optimizer, "backend-torch create optimizer");
+    LYRE_REQUIRE_ARGS(args, optimizer, "backend-torch create optimizer");
     args->optimizer = nullptr;
     LlamaModel& model = torch_model(args->model);
     const OptimizerConfig config = parse_optimizer_config(args->config_json ? args->config_json : "");
@@ -67,14 +67,14 @@ LyreError* create(LyreOptimizer_Create_Args* args) {
 
 LyreError* destroy(LyreOptimizer_Destroy_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, optimizer, "backend-torch destroy optimizer");
+    LYRE_REQUIRE_ARGS(args, optimizer, "backend-torch destroy optimizer");
     delete args->optimizer;
   });
 }
 
 LyreError* grad_squared_norm(LyreOptimizer_GradSquaredNorm_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, squared_norm, "backend-torch grad_squared_norm");
+    LYRE_REQUIRE_ARGS(args, squared_norm, "backend-torch grad_squared_norm");
     plugin::TraceSpan span("optimizer", "grad squared norm");
     args->squared_norm = torch_optimizer(args->optimizer).grad_squared_norm();
   });
@@ -82,7 +82,7 @@ LyreError* grad_squared_norm(LyreOptimizer_GradSquaredNorm_Args* args) {
 
 LyreError* step(LyreOptimizer_Step_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, grad_scale, "backend-torch optimizer step");
+    LYRE_REQUIRE_ARGS(args, grad_scale, "backend-torch optimizer step");
     Optimizer& o = torch_optimizer(args->optimizer);
     require(std::isfinite(args->lr) && args->lr >= 0, "optimizer step: lr must be finite and >= 0, got " + std::to_string(args->lr));
     require(std::isfinite(args->grad_scale), "optimizer step: grad_scale must be finite, got " + std::to_string(args->grad_scale));
@@ -93,14 +93,14 @@ LyreError* step(LyreOptimizer_Step_Args* args) {
 
 LyreError* num_states(LyreOptimizer_NumStates_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, num_states, "backend-torch num_states");
+    LYRE_REQUIRE_ARGS(args, num_states, "backend-torch num_states");
     args->num_states = torch_optimizer(args->optimizer).states().size();
   });
 }
 
 LyreError* state(LyreOptimizer_State_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, dtype, "backend-torch optimizer state");
+    LYRE_REQUIRE_ARGS(args, dtype, "backend-torch optimizer state");
     const Optimizer::State& s = state_at(args->optimizer, args->index);
     args->name = s.name.c_str();
     args->ndim = static_cast<int32_t>(s.shape.size());
@@ -111,7 +111,7 @@ LyreError* state(LyreOptimizer_State_Args* args) {
 
 LyreError* read_state(LyreOptimizer_StateTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, tensor, "backend-torch read_state");
+    LYRE_REQUIRE_ARGS(args, tensor, "backend-torch read_state");
     Optimizer& o = torch_optimizer(args->optimizer);
     const Optimizer::State& s = state_at(args->optimizer, args->index);
     void* dst = state_data(args->tensor, s);
@@ -127,7 +127,7 @@ LyreError* read_state(LyreOptimizer_StateTensor_Args* args) {
 
 LyreError* write_state(LyreOptimizer_StateTensor_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, tensor, "backend-torch write_state");
+    LYRE_REQUIRE_ARGS(args, tensor, "backend-torch write_state");
     Optimizer& o = torch_optimizer(args->optimizer);
     const Optimizer::State& s = state_at(args->optimizer, args->index);
     void* src = state_data(args->tensor, s);

@@ -12,7 +12,7 @@ namespace lyre::libtorch {
 // Below backend-cpu's 100: "auto" never picks the reference; a run asks for it by name.
 LyreError* score(LyreBackend_Score_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, reason, "backend-torch score");
+    LYRE_REQUIRE_ARGS(args, reason, "backend-torch score");
     args->score = 10;
     args->reason = "LibTorch " TORCH_VERSION
                    " on CPU: the numerical reference (autograd), fp32 or fp64; chosen only when asked for";
@@ -25,7 +25,7 @@ namespace {
 // options do not say, and LibTorch's intra-op threads. Installs the counting allocator.
 LyreError* initialize(LyreInitialize_Args* args) {
   return plugin::guard([&] {
-    LYRE_TORCH_ARGS(args, options_json, "backend-torch initialize");
+    LYRE_REQUIRE_ARGS(args, options_json, "backend-torch initialize");
     const Options options = parse_options(args->options_json, "backend-torch options", /*model_keys=*/false);
     if (options.precision) set_default_precision(*options.precision);
     if (options.threads) apply_threads(options);

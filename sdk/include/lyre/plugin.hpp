@@ -33,6 +33,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "lyre/abi.h"
 
@@ -127,6 +128,15 @@ void require_struct(const Args* args, size_t min_size, const char* what) {
     throw Error(LYRE_ERROR_INVALID_ARGUMENT, std::string(what) + ": struct_size " +
                                                  std::to_string(args->struct_size) + " too small");
 }
+
+// The usual form of the check above: the caller's struct must reach past `last_field`, the last
+// field this entry reads.   LYRE_REQUIRE_ARGS(args, logp, "forward");
+#define LYRE_REQUIRE_ARGS(args, last_field, what)                                                \
+  ::lyre::plugin::require_struct(                                                                \
+      args,                                                                                      \
+      offsetof(std::remove_cv_t<std::remove_pointer_t<decltype(args)>>, last_field) +            \
+          sizeof((args)->last_field),                                                            \
+      what)
 
 template <typename T>
 struct DType;
