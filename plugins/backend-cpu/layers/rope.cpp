@@ -8,49 +8,6 @@
 
 namespace lyre::cpu {
 
-// head_dim D -> inv_freq (D/2)
-std::vector<double> rope_inv_freq(int64_t head_dim, double theta, const RopeScaling& scaling) {
-  if (head_dim <= 0 || head_dim % 2 != 0)
-    throw std::invalid_argument("rope: head_dim must be positive and even, got " +
-                                std::to_string(head_dim));
-  if (!(theta > 0))
-    throw std::invalid_argument("rope: theta must be positive, got " + std::to_string(theta));
-  const int64_t half = head_dim / 2;
-  std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i)
-    inv_freq[i] = 1.0 / std::pow(theta, double(2 * i) / double(head_dim));
-
-  using Type = RopeScaling::Type;
-  if (scaling.type != Type::none && !(scaling.factor > 0))
-    throw std::invalid_argument("rope_scaling: factor must be positive, got " +
-                                std::to_string(scaling.factor));
-  if (scaling.type == Type::linear) {
-    for (double& f : inv_freq) f /= scaling.factor;
-  } else if (scaling.type == Type::llama3) {
-    const double lo = scaling.low_freq_factor, hi = scaling.high_freq_factor;
-    const double orig = scaling.original_max_position_embeddings;
-    if (!(orig > 0) || !(lo > 0) || !(hi > lo))
-      throw std::invalid_argument(
-          "rope_scaling llama3: need original_max_position_embeddings > 0 and "
-          "0 < low_freq_factor < high_freq_factor, got " + std::to_string(orig) + ", " +
-          std::to_string(lo) + ", " + std::to_string(hi));
-    // Wavelengths shorter than orig/hi keep their frequency, longer than orig/lo are slowed by
-    // `factor`, and the band between blends the two linearly in orig/wavelen.
-    const double low_freq_wavelen = orig / lo, high_freq_wavelen = orig / hi;
-    for (double& f : inv_freq) {
-      const double wavelen = 2.0 * M_PI / f;
-      if (wavelen < high_freq_wavelen) continue;
-      if (wavelen > low_freq_wavelen) {
-        f /= scaling.factor;
-      } else {
-        const double smooth = (orig / wavelen - lo) / (hi - lo);
-        f = (1.0 - smooth) * f / scaling.factor + smooth * f;
-      }
-    }
-  }
-  return inv_freq;
-}
-
 // inv_freq (D/2) -> cos, sin (max_pos, D/2), angles and trigonometry in double
 template <typename T>
 void rope_table(std::vector<T>& cos, std::vector<T>& sin, const std::vector<double>& inv_freq,
