@@ -19,6 +19,10 @@ if [[ -e "$build/lib/lyre/plugins/liblyre-backend-torch.so" ]]; then
   [[ -e "$work/prefix/lib/lyre/plugins/torch/liblyre-backend-torch-impl.so" ]] \
     || fail "install did not write backend-torch's implementation (lib/lyre/plugins/torch/)"
 fi
+if [[ -e "$build/lib/lyre/plugins/liblyre-backend-cuda.so" ]]; then
+  [[ -e "$work/prefix/lib/lyre/plugins/cuda/liblyre-backend-cuda-impl.so" ]] \
+    || fail "install did not write backend-cuda's implementation (lib/lyre/plugins/cuda/)"
+fi
 
 # The installed binary finds the installed plugins beside it, with no environment help.
 "$work/prefix/bin/lyre" plugins > "$work/plugins.txt"
