@@ -1,6 +1,6 @@
-// What the CPU optimizers share: their JSON config, the gradient norm, the step counter and
-// the named state tensors a checkpoint saves. AdamW (adamw.hpp) and SGD (sgd.hpp) fill in the
-// update rule.
+// What the CPU optimizers share: their JSON config (optimizer_config.hpp, shared with
+// backend-cuda), the gradient norm, the step counter and the named state tensors a checkpoint
+// saves. AdamW (adamw.hpp) and SGD (sgd.hpp) fill in the update rule.
 #pragma once
 
 #include <cstdint>
@@ -9,26 +9,10 @@
 #include <vector>
 
 #include "lyre/abi.h"
+#include "model/optimizer_config.hpp"
 #include "model/parameter_store.hpp"
 
 namespace lyre::cpu {
-
-struct OptimizerConfig {
-  enum class Type { adamw, sgd } type = Type::adamw;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adamw
-  double weight_decay = 0.01;  // PyTorch's defaults: 0.01 for adamw, 0 for sgd
-  double momentum = 0.0, dampening = 0.0;  // sgd
-  bool nesterov = false;                   // sgd
-  std::vector<LyreParamKind> no_decay_kinds{LYRE_PARAM_NORM, LYRE_PARAM_BIAS};
-
-  bool decays(LyreParamKind kind) const;
-};
-
-// {"type": "adamw" | "sgd", "betas": [b1, b2], "eps": .., "weight_decay": .., "no_decay_kinds":
-// ["norm", "bias", ...], "momentum": .., "dampening": .., "nesterov": ..}; empty text = adamw
-// defaults. An unknown key, a key of the other type, or a bad value throws
-// Error(INVALID_ARGUMENT) naming it.
-OptimizerConfig parse_optimizer_config(const std::string& json_text);
 
 template <typename T>
 class Optimizer {
