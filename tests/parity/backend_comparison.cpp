@@ -5,18 +5,14 @@
 #include <map>
 #include <stdexcept>
 
-#include "plugin/handles.hpp"
-#include "plugin/host_tensor.hpp"
-
 namespace lyre::parity {
 namespace {
 
 constexpr uint64_t kDlogpSeed = 0xd109'b000ull;
 
-// "" when both models list the same parameters (names, kinds, trainable, shapes, in order).
-std::string parameter_list_difference(const Model& a, const Model& r) {
-  const auto& pa = a.parameters();
-  const auto& pr = r.parameters();
+// "" when the model lists the reference's parameters (names, kinds, trainable, shapes, in order).
+std::string parameter_list_difference(const std::vector<ParameterInfo>& pa,
+                                      const std::vector<ParameterInfo>& pr) {
   for (size_t i = 0; i < std::max(pa.size(), pr.size()); ++i) {
     if (i >= pa.size()) return "parameter " + std::to_string(i) + " " + pr[i].name + " is missing";
     if (i >= pr.size()) return "parameter " + std::to_string(i) + " " + pa[i].name + " is extra";
@@ -30,33 +26,28 @@ std::string parameter_list_difference(const Model& a, const Model& r) {
   return "";
 }
 
-// Both sides' models of a case, holding the same weights.
-struct ModelPair {
-  std::unique_ptr<Model> test, reference;
+// A fresh model of `side` for the inputs' config, holding the inputs' weights.
+std::unique_ptr<Model> make_model(const Side& side, const CaseInputs& inputs) {
+  auto model = std::make_unique<Model>(side.plugin, inputs.config_json, side.options_json);
+  const std::string difference = parameter_list_difference(model->parameters(), inputs.parameters);
+  if (!difference.empty())
+    throw std::runtime_error(side.label() + " lists other parameters than the reference: " + difference);
+  if (inputs.weights.size() != inputs.parameters.size())
+    throw std::runtime_error("the inputs hold " + std::to_string(inputs.weights.size()) + " weights for " +
+                             std::to_string(inputs.parameters.size()) + " parameters");
+  for (size_t i = 0; i < inputs.weights.size(); ++i) model->write(i, inputs.weights[i]);
+  return model;
+}
 
-  ModelPair(const Side& t, const Side& r, const ParityCase& c) {
-    const std::string config = c.config_json();
-    test = std::make_unique<Model>(t.plugin, config, t.options_json);
-    reference = std::make_unique<Model>(r.plugin, config, r.options_json);
-    const std::string difference = parameter_list_difference(*test, *reference);
-    if (!difference.empty())
-      throw std::runtime_error(t.label() + " and " + r.label() + " list different parameters: " + difference);
-    const auto weights = make_weights(reference->parameters(), c);
-    for (size_t i = 0; i < weights.size(); ++i) {
-      test->write(i, weights[i]);
-      reference->write(i, weights[i]);
-    }
-  }
-};
-
-// Every trainable parameter's gradient (which = GRAD) or value, compared normwise.
-Comparison compare_parameters(const ModelPair& m, LyreTensorWhich which, const std::string& quantity,
-                              double tolerance) {
+// Every parameter's gradient (only the trainable ones are compared) or value, normwise.
+Comparison compare_tensors(const std::vector<ParameterInfo>& params,
+                           const std::vector<std::vector<float>>& test,
+                           const std::vector<std::vector<float>>& reference, bool gradients,
+                           const std::string& quantity, double tolerance) {
   Comparison out{quantity, {}};
-  for (const ParameterInfo& p : m.reference->parameters()) {
-    if (which == LYRE_TENSOR_GRAD && !p.trainable) continue;
-    const double e = normwise_error(m.test->read(p.index, which), m.reference->read(p.index, which));
-    out.tensors.push_back({p.name, e, tolerance, ""});
+  for (const ParameterInfo& p : params) {
+    if (gradients && !p.trainable) continue;
+    out.tensors.push_back({p.name, normwise_error(test.at(p.index), reference.at(p.index)), tolerance, ""});
   }
   return out;
 }
@@ -115,57 +106,105 @@ std::string Side::label() const {
   return plugin->name() + (options_json.empty() ? "" : " " + options_json);
 }
 
-ForwardBackward compare_forward_backward(const Side& test, const Side& reference, const ParityCase& c,
-                                         const Tolerances& tol) {
-  ModelPair m(test, reference, c);
-  const Batch batch = make_batch(c, 0);
-  const std::vector<float> dlogp = make_dlogp(batch, c.seed ^ kDlogpSeed);
-  std::vector<float> logp_test, logp_ref;
-  for (Model* model : {m.test.get(), m.reference.get()}) model->zero_grad();
-  m.test->forward(batch, LYRE_FORWARD_TRAIN, logp_test);
-  m.reference->forward(batch, LYRE_FORWARD_TRAIN, logp_ref);
-  m.test->backward(batch, dlogp);
-  m.reference->backward(batch, dlogp);
+CaseInputs make_inputs(const ParityCase& c, const std::vector<ParameterInfo>& parameters, int steps) {
+  CaseInputs in;
+  in.description = c.describe();
+  in.config_json = c.config_json();
+  in.parameters = parameters;
+  in.weights = make_weights(parameters, c);
+  for (int s = 0; s < steps; ++s) {
+    in.batches.push_back(make_batch(c, s));
+    in.step_dlogp.push_back(make_dlogp(in.batches.back(), c.seed ^ kDlogpSeed ^ static_cast<uint64_t>(s + 1)));
+  }
+  in.dlogp = make_dlogp(in.batches.at(0), c.seed ^ kDlogpSeed);
+  return in;
+}
 
-  ForwardBackward out;
-  const LogpError le = logp_error(logp_test, logp_ref);
-  std::string detail = position_text(batch, le.worst_index);
-  if (le.worst_index >= 0)
-    detail += ": " + std::to_string(logp_test[le.worst_index]) + " vs " + std::to_string(logp_ref[le.worst_index]);
-  out.logp = {"logp", {{"logp", le.error, tol.logp, detail}}};
-  out.gradients = compare_parameters(m, LYRE_TENSOR_GRAD, "gradient", tol.gradient);
+ForwardBackwardResult run_forward_backward(const Side& side, const CaseInputs& inputs) {
+  const std::unique_ptr<Model> model = make_model(side, inputs);
+  ForwardBackwardResult out;
+  model->zero_grad();
+  model->forward(inputs.batches.at(0), LYRE_FORWARD_TRAIN, out.logp);
+  model->backward(inputs.batches.at(0), inputs.dlogp);
+  out.gradients.resize(inputs.parameters.size());
+  for (const ParameterInfo& p : inputs.parameters)
+    if (p.trainable) out.gradients[p.index] = model->read(p.index, LYRE_TENSOR_GRAD);
   return out;
 }
 
-AdamwSteps compare_adamw_steps(const Side& test, const Side& reference, const ParityCase& c,
-                               const Tolerances& tol, int steps) {
-  ModelPair m(test, reference, c);
-  Optimizer opt_test(*m.test, kAdamwJson), opt_ref(*m.reference, kAdamwJson);
-  AdamwSteps out;
-  out.layout_difference = layout_difference(opt_test.state_layout(), opt_ref.state_layout());
-
+AdamwResult run_adamw_steps(const Side& side, const CaseInputs& inputs) {
+  if (inputs.step_dlogp.size() != inputs.batches.size())
+    throw std::runtime_error("the inputs hold " + std::to_string(inputs.step_dlogp.size()) + " dlogp for " +
+                             std::to_string(inputs.batches.size()) + " batches");
+  const std::unique_ptr<Model> model = make_model(side, inputs);
+  Optimizer optimizer(*model, inputs.optimizer_json);
   std::vector<float> logp;
-  for (int s = 0; s < steps; ++s) {
-    const Batch batch = make_batch(c, s);
-    const std::vector<float> dlogp = make_dlogp(batch, c.seed ^ kDlogpSeed ^ static_cast<uint64_t>(s + 1));
-    for (auto [model, opt] : {std::pair{m.test.get(), &opt_test}, std::pair{m.reference.get(), &opt_ref}}) {
-      model->zero_grad();
-      model->forward(batch, LYRE_FORWARD_TRAIN, logp);
-      model->backward(batch, dlogp);
-      opt->step(kLearningRate, 1.0);
-    }
+  for (size_t s = 0; s < inputs.batches.size(); ++s) {
+    model->zero_grad();
+    model->forward(inputs.batches[s], LYRE_FORWARD_TRAIN, logp);
+    model->backward(inputs.batches[s], inputs.step_dlogp[s]);
+    optimizer.step(inputs.learning_rate, 1.0);
   }
-  out.parameters = compare_parameters(m, LYRE_TENSOR_VALUE,
-                                      "parameter after " + std::to_string(steps) + " AdamW steps", tol.parameter);
-  out.states.quantity = "optimizer state after " + std::to_string(steps) + " AdamW steps";
+  AdamwResult out;
+  for (const ParameterInfo& p : inputs.parameters) out.parameters.push_back(model->read(p.index));
+  out.state = optimizer.read_state();
+  return out;
+}
+
+CaseRun run_reference(const Side& reference, const ParityCase& c) {
+  CaseRun run;
+  run.inputs = make_inputs(c, Model(reference.plugin, c.config_json(), reference.options_json).parameters());
+  run.forward_backward = run_forward_backward(reference, run.inputs);
+  run.adamw = run_adamw_steps(reference, run.inputs);
+  return run;
+}
+
+Reference live_reference(const Side& reference) {
+  Reference out{reference.label(), {}};
+  for (const ParityCase& c : parity_cases()) out.runs.push_back(run_reference(reference, c));
+  return out;
+}
+
+ForwardBackward compare_forward_backward(const Side& test, const CaseRun& reference, const Tolerances& tol) {
+  return compare_forward_backward(run_forward_backward(test, reference.inputs), reference, tol);
+}
+
+ForwardBackward compare_forward_backward(const ForwardBackwardResult& t, const CaseRun& reference,
+                                         const Tolerances& tol) {
+  const ForwardBackwardResult& r = reference.forward_backward;
+  const Batch& batch = reference.inputs.batches.at(0);
+
+  ForwardBackward out;
+  const LogpError le = logp_error(t.logp, r.logp);
+  std::string detail = position_text(batch, le.worst_index);
+  if (le.worst_index >= 0)
+    detail += ": " + std::to_string(t.logp[le.worst_index]) + " vs " + std::to_string(r.logp[le.worst_index]);
+  out.logp = {"logp", {{"logp", le.error, tol.logp, detail}}};
+  out.gradients = compare_tensors(reference.inputs.parameters, t.gradients, r.gradients, /*gradients=*/true,
+                                  "gradient", tol.gradient);
+  return out;
+}
+
+AdamwSteps compare_adamw_steps(const Side& test, const CaseRun& reference, const Tolerances& tol) {
+  return compare_adamw_steps(run_adamw_steps(test, reference.inputs), reference, tol);
+}
+
+AdamwSteps compare_adamw_steps(const AdamwResult& t, const CaseRun& reference, const Tolerances& tol) {
+  const AdamwResult& r = reference.adamw;
+  const std::string steps = std::to_string(reference.inputs.batches.size());
+
+  AdamwSteps out;
+  out.layout_difference = layout_difference(t.state, r.state);
+  out.parameters = compare_tensors(reference.inputs.parameters, t.parameters, r.parameters, /*gradients=*/false,
+                                   "parameter after " + steps + " AdamW steps", tol.parameter);
+  out.states.quantity = "optimizer state after " + steps + " AdamW steps";
   if (out.layout_difference.empty()) {
-    std::map<std::string, HostTensor> ref_states;
-    for (HostTensor& t : opt_ref.read_state()) ref_states[t.name] = std::move(t);
-    for (const HostTensor& t : opt_test.read_state()) {
-      const HostTensor& r = ref_states.at(t.name);
-      const bool is_float = t.dtype.code == kDLFloat;
-      out.states.tensors.push_back({t.name, normwise_error(state_values(t), state_values(r)),
-                                    is_float ? tol.gradient : 0.0, ""});
+    std::map<std::string, const HostTensor*> ref_states;
+    for (const HostTensor& s : r.state) ref_states[s.name] = &s;
+    for (const HostTensor& s : t.state) {
+      const bool is_float = s.dtype.code == kDLFloat;
+      const double e = normwise_error(state_values(s), state_values(*ref_states.at(s.name)));
+      out.states.tensors.push_back({s.name, e, is_float ? tol.state : 0.0, ""});
     }
   }
   return out;

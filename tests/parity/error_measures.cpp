@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 namespace lyre::parity {
 namespace {
 
@@ -25,8 +27,8 @@ void expect_same_size(size_t a, size_t r, const char* what) {
 
 Tolerances tolerances(Precision precision) {
   switch (precision) {
-    case Precision::fp32: return {1e-5, 1e-4, 1e-5};
-    case Precision::bf16: return {2e-2, 5e-2, 1e-2};
+    case Precision::fp32: return {1e-5, 1e-4, 1e-5, 1e-4};
+    case Precision::bf16: return {2e-2, 1e-1, 1e-2, 2e-1};
   }
   throw std::invalid_argument("tolerances: unknown precision");
 }
@@ -35,8 +37,17 @@ const char* precision_name(Precision precision) {
   return precision == Precision::bf16 ? "bf16" : "fp32";
 }
 
-Precision training_precision(const std::string& plugin_name) {
-  return plugin_name == "backend-cuda" ? Precision::bf16 : Precision::fp32;
+Precision training_precision(const std::string& plugin_name, const std::string& options_json) {
+  if (plugin_name != "backend-cuda") return Precision::fp32;
+  if (options_json.empty()) return Precision::bf16;
+  nlohmann::json options;
+  try {
+    options = nlohmann::json::parse(options_json);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(plugin_name + " options " + options_json + ": not JSON: " + e.what());
+  }
+  const bool fp32 = options.is_object() && options.value("precision", "bf16") == "fp32";
+  return fp32 ? Precision::fp32 : Precision::bf16;
 }
 
 LogpError logp_error(const std::vector<float>& a, const std::vector<float>& r) {

@@ -1,5 +1,5 @@
 // Which backends the parity suite compares, and the model options it gives each: the plugins of
-// this build tree, backend-torch as the reference.
+// this build tree, backend-torch as the reference (live, or from golden files for backend-cuda).
 #pragma once
 
 #include <string>
@@ -20,8 +20,21 @@ Side torch_side(const std::string& precision = "fp32");
 // A backend by plugin name, with the suite's options for it (2 threads where it takes them).
 Side side_of(const std::string& plugin_name);
 
+// backend-cuda with {"precision": "bf16" | "fp32"}.
+Side cuda_side(const std::string& precision);
+
 // The plugin names of every backend discovery found that can run here (score > 0), except
-// backend-torch (the reference) and backend-cuda (its own test, under the label gpu).
+// backend-torch (the reference) and backend-cuda (its own tests, under the label gpu).
 std::vector<std::string> backends_under_test();
+
+// Ends the process with exit code 77 (CTest's "skipped" for the gpu tests) and a line saying why
+// when backend-cuda is not among this build's plugins or scores 0 here (no usable GPU).
+void skip_unless_backend_cuda_runs();
+
+// The backend-cuda tests' reference, computed once per process: the golden folder that
+// $LYRE_PARITY_GOLDEN names when it is set (read_golden; a missing or malformed file throws,
+// naming it), else live backend-torch at fp64 (what parity_golden_writer writes; throws naming
+// backend-torch when it cannot run).
+const Reference& gpu_reference();
 
 }  // namespace lyre::parity

@@ -5,49 +5,14 @@
 // tolerances; each case prints its worst margins as a warning, so a passing run shows them.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
-#include <cstdlib>
 #include <string>
+#include <vector>
 
-#include "backend_comparison.hpp"
 #include "parity_backends.hpp"
-#include "parity_cases.hpp"
+#include "parity_checks.hpp"
 
 namespace lyre::parity {
 namespace {
-
-std::string header(const Side& test, const Side& reference, Precision precision, const ParityCase& c) {
-  return test.label() + " vs " + reference.label() + " (" + precision_name(precision) +
-         " tolerances), " + c.describe() + "\nconfig.json: " + c.config_json();
-}
-
-void check_forward_backward(const Side& test, const Side& reference, Precision precision) {
-  const Tolerances tol = tolerances(precision);
-  for (const ParityCase& c : parity_cases()) {
-    INFO(header(test, reference, precision, c));
-    const ForwardBackward r = compare_forward_backward(test, reference, c, tol);
-    WARN(test.label() << " vs " << reference.label() << ", " << c.describe() << ":\n  "
-                      << r.logp.summary() << "\n  " << r.gradients.summary());
-    INFO(r.logp.failures() << r.gradients.failures());
-    CHECK(r.logp.all_ok());
-    CHECK(r.gradients.all_ok());
-  }
-}
-
-void check_adamw_steps(const Side& test, const Side& reference, Precision precision) {
-  const Tolerances tol = tolerances(precision);
-  for (const ParityCase& c : parity_cases()) {
-    INFO(header(test, reference, precision, c));
-    const AdamwSteps r = compare_adamw_steps(test, reference, c, tol);
-    REQUIRE(r.layout_difference == "");
-    WARN(test.label() << " vs " << reference.label() << ", " << c.describe() << ":\n  "
-                      << r.parameters.summary() << "\n  " << r.states.summary());
-    INFO(r.parameters.failures() << r.states.failures());
-    CHECK(r.parameters.all_ok());
-    CHECK(!r.states.tensors.empty());
-    CHECK(r.states.all_ok());
-  }
-}
 
 std::vector<Side> sides_under_test() {
   std::vector<Side> sides;
@@ -55,45 +20,50 @@ std::vector<Side> sides_under_test() {
   return sides;
 }
 
+Precision precision_of(const Side& side) { return training_precision(side.plugin->name(), side.options_json); }
+
 }  // namespace
 
 TEST_CASE("every backend's log-probs and gradients match backend-torch's") {
-  const Side reference = torch_side("fp32");
+  const Reference reference = live_reference(torch_side("fp32"));
   const std::vector<Side> sides = sides_under_test();
   REQUIRE_FALSE(sides.empty());  // in CI: backend-cpu
-  for (const Side& test : sides) check_forward_backward(test, reference, training_precision(test.plugin->name()));
+  for (const Side& test : sides) check_forward_backward(test, reference, precision_of(test));
 }
 
 TEST_CASE("every backend's parameters and optimizer state match backend-torch's after three AdamW steps") {
-  const Side reference = torch_side("fp32");
+  const Reference reference = live_reference(torch_side("fp32"));
   const std::vector<Side> sides = sides_under_test();
   REQUIRE_FALSE(sides.empty());
-  for (const Side& test : sides) check_adamw_steps(test, reference, training_precision(test.plugin->name()));
+  for (const Side& test : sides) check_adamw_steps(test, reference, precision_of(test));
 }
 
 // The reference's own error: if backend-torch at fp32 were not within the fp32 tolerances of its
 // fp64 run, a failure above could be the reference's as much as the backend's.
 TEST_CASE("backend-torch at fp32 is within the fp32 tolerances of backend-torch at fp64") {
-  const Side fp32 = torch_side("fp32"), fp64 = torch_side("fp64");
+  const Reference fp64 = live_reference(torch_side("fp64"));
+  const Side fp32 = torch_side("fp32");
   check_forward_backward(fp32, fp64, Precision::fp32);
   check_adamw_steps(fp32, fp64, Precision::fp32);
 }
 
-// Hidden ([.]): run by its own CTest entry under the label gpu (tests/parity/CMakeLists.txt),
-// which treats exit code 77 as "skipped".
-TEST_CASE("backend-cuda matches backend-torch within bf16 tolerances", "[.][cuda]") {
-  const PluginReport* cuda = nullptr;
-  for (const PluginReport& r : registry().reports())
-    if (r.loaded && r.name == "backend-cuda") cuda = &r;
-  if (cuda == nullptr || cuda->score <= 0) {
-    std::printf("skipped: %s\n", cuda == nullptr ? "backend-cuda is not among this build's plugins (" LYRE_TEST_PLUGIN_DIR ")"
-                                                 : ("backend-cuda cannot run here: " + cuda->score_reason).c_str());
-    std::fflush(stdout);
-    std::exit(77);
-  }
-  const Side test = side_of("backend-cuda"), reference = torch_side("fp32");
-  check_forward_backward(test, reference, training_precision("backend-cuda"));
-  check_adamw_steps(test, reference, training_precision("backend-cuda"));
+// Hidden ([.]): each precision is run by its own CTest entry under the label gpu
+// (tests/parity/CMakeLists.txt), which treats exit code 77 as "skipped". The reference is
+// backend-torch at fp64, live, or read from the golden folder $LYRE_PARITY_GOLDEN names.
+TEST_CASE("backend-cuda in bf16 matches the reference within the bf16 tolerances", "[.][cuda][bf16]") {
+  skip_unless_backend_cuda_runs();
+  const Side test = cuda_side("bf16");
+  REQUIRE(precision_of(test) == Precision::bf16);
+  check_forward_backward(test, gpu_reference(), Precision::bf16);
+  check_adamw_steps(test, gpu_reference(), Precision::bf16);
+}
+
+TEST_CASE("backend-cuda in fp32 matches the reference within the fp32 tolerances", "[.][cuda][fp32]") {
+  skip_unless_backend_cuda_runs();
+  const Side test = cuda_side("fp32");
+  REQUIRE(precision_of(test) == Precision::fp32);
+  check_forward_backward(test, gpu_reference(), Precision::fp32);
+  check_adamw_steps(test, gpu_reference(), Precision::fp32);
 }
 
 }  // namespace lyre::parity
