@@ -1,11 +1,13 @@
 // lyre-bench-train: training throughput of a backend on one Llama config, printed as one JSON
 // object (tokens/s, s/step, MFU, peak memory, first and last loss). bench/peer_torch_llama.py
-// prints the same fields for the same model in PyTorch; bench/run_cpu_bench.sh runs both.
+// prints the same fields for the same model in PyTorch; bench/run_cpu_bench.sh runs both, and
+// bench/run_gpu_bench.sh runs it on backend-cuda beside bench/peer_torch_llama_gpu.py.
 //
 // Each step is the Trainer's run_step with one micro-batch and clipping at 1.0: zero_grad,
 // train forward, objective, backward, global grad norm, optimizer step. Batches are random
 // tokens, one document per row, every position a loss token; they are made before the clock
-// starts so that only training is timed.
+// starts so that only training is timed. Each step ends with the backend's synchronize, so a GPU
+// step's time includes its queued kernels (a CPU backend returns at once).
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -37,7 +39,8 @@ constexpr const char* kUsage = R"(usage: lyre-bench-train --config FILE [options
   --config FILE       Hugging Face config.json of a Llama model (required)
   --plugin-dir DIR    where liblyre-*.so live (default: $LYRE_PLUGIN_PATH, then <exe>/../lib/lyre/plugins)
   --backend NAME      backend plugin (default: cpu)
-  --threads N         backend threads (default: 2)
+  --threads N         backend threads (default: 2); 0 passes no "threads" option (backend-cuda
+                      has none)
   --model-options J   extra backend model options, a JSON object merged with {"threads": N}
                       (e.g. '{"logprob_chunk_rows": 512}')
   --batch B           rows per step (default: 8)
@@ -81,7 +84,7 @@ Options parse_options(int argc, char** argv) {
     if (flag == "--config") o.config_path = value;
     else if (flag == "--plugin-dir") o.plugin_dir = value;
     else if (flag == "--backend") o.backend = value;
-    else if (flag == "--threads") o.threads = parse_count(flag, value, 1);
+    else if (flag == "--threads") o.threads = parse_count(flag, value, 0);
     else if (flag == "--model-options") o.model_options = value;
     else if (flag == "--batch") o.batch = parse_count(flag, value, 1);
     else if (flag == "--seq") o.seq = parse_count(flag, value, 2);
@@ -130,6 +133,13 @@ LyreBackend_DeviceInfo_Args device_info(const lyre::LoadedPlugin& backend) {
   return info;
 }
 
+void synchronize(const lyre::LoadedPlugin& backend) {
+  LyreBackend_Synchronize_Args args{};
+  args.struct_size = sizeof args;
+  args.device_index = 0;
+  lyre::check(backend.api().backend->synchronize(&args), backend.name() + ": synchronize");
+}
+
 uint64_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
   uint64_t pages_total = 0, pages_resident = 0;
@@ -158,7 +168,7 @@ int run(const Options& o) {
   nlohmann::json model_options = o.model_options.empty() ? nlohmann::json::object()
                                                          : nlohmann::json::parse(o.model_options);
   if (!model_options.is_object()) throw std::invalid_argument("--model-options must be a JSON object");
-  model_options["threads"] = o.threads;
+  if (o.threads > 0) model_options["threads"] = o.threads;
   lyre::Model model(backend, config_text, model_options.dump());
   lyre::init_weights(model, o.seed, 0.02);
   lyre::Optimizer optimizer(model, R"({"type": "adamw", "betas": [0.9, 0.999], "eps": 1e-8,
@@ -182,6 +192,7 @@ int run(const Options& o) {
     const double grad_norm = std::sqrt(optimizer.grad_squared_norm());
     const double scale = grad_norm > kMaxGradNorm ? kMaxGradNorm / (grad_norm + 1e-6) : 1.0;
     optimizer.step(kLearningRate, scale);
+    synchronize(*backend);
     step_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     if (!std::isfinite(result.loss)) throw std::runtime_error("loss is " + std::to_string(result.loss));
     losses.push_back(result.loss);
@@ -220,6 +231,7 @@ int run(const Options& o) {
   out["peak_rss_bytes"] = peak_resident_bytes();
   out["rss_baseline_bytes"] = rss_baseline;  // after loading the plugins, before the model
   out["backend_memory_peak_bytes"] = info.memory_peak_bytes;
+  out["backend_memory_total_bytes"] = info.memory_total_bytes;
   out["loss_first"] = losses.front();
   out["loss_last"] = losses.back();
   out["grad_norm_first"] = grad_norms.front();
