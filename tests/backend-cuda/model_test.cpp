@@ -7,11 +7,13 @@
 //    target). Normwise relative error <= 1e-4 (fp32 accumulation over K <= 128 sits near 1e-6;
 //    anything structurally wrong is O(1)).
 //  - fp32 gradients against central differences of loss = sum(dlogp * logp), one direction per
-//    parameter tensor (and one over all of them together), eps = 1e-2 of the tensor's norm. The
-//    direction leans half on the analytic gradient so that the derivative is large next to fp32's
-//    noise in the loss; agreement within 1e-2 relative + 5e-3 absolute (expected: ~1e-4
-//    relative truncation error, and ~2e-3 absolute from fp32 rounding: logp carries ~5e-6,
-//    the loss sums ~28 of them, the difference is divided by 2 eps).
+//    parameter tensor (and one over all of them together), eps = 1e-2 of the tensor's norm (1e-3
+//    for all of them together: moving every tensor at once, the O(eps^2) truncation error is 13%
+//    at 1e-2 and 0.2% at 1e-3, measured on the CPU emulation). The direction leans half on the
+//    analytic gradient so that the derivative is large next to fp32's noise in the loss;
+//    agreement within 1e-2 relative + 5e-3 absolute (expected: ~1e-4 relative truncation error,
+//    and ~2e-3 absolute from fp32 rounding: logp carries ~5e-6, the loss sums ~28 of them, the
+//    difference is divided by 2 eps).
 //  - bf16 logp and gradients against the fp32 model with the same weights (2e-2 / 6e-2).
 //  - gradients accumulate, zero_grad zeroes, a no_grad forward between a train forward and its
 //    backward changes nothing, the log-prob head's chunking changes nothing, a repeated step
@@ -42,8 +44,8 @@ namespace {
 
 // d 64, F 96, 2 layers, Hq 4 / Hkv 2 (D 16), vocab 97.
 std::string tiny_config(bool tied = false, int head_dim = 0) {
-  std::string j = R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
+  std::string j = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
     "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0)";
   j += std::string(", \"tie_word_embeddings\": ") + (tied ? "true" : "false");
   if (head_dim > 0) j += ", \"head_dim\": " + std::to_string(head_dim);
@@ -334,10 +336,10 @@ TEST_CASE("fp32 gradients agree with central differences of the loss", "[backend
 
     std::mt19937_64 rng(7);
     std::normal_distribution<double> normal(0.0, 1.0);
-    const double eps = 1e-2;
     // Direction u per parameter: half the analytic gradient's direction, half random, unit
     // norm, scaled by the tensor's norm. index -1: every tensor at once.
     for (int64_t which = -1; which < int64_t(w.size()); ++which) {
+      const double eps = which < 0 ? 1e-3 : 1e-2;
       Weights dir(w.size());
       double analytic = 0;
       for (size_t i = 0; i < w.size(); ++i) {

@@ -3,13 +3,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "golden_files.hpp"
 
 namespace lyre::parity {
 
 PluginRegistry& registry() {
-  static PluginRegistry r = PluginRegistry::discover({LYRE_TEST_PLUGIN_DIR});
+  static PluginRegistry r = [] {
+    std::vector<std::string> dirs{LYRE_TEST_PLUGIN_DIR};
+    // First on the path, its liblyre-backend-cuda.so shadows the build tree's (the CPU emulation's).
+    if (const char* cuda_dir = std::getenv(kCudaPluginDirEnv); cuda_dir != nullptr && *cuda_dir != '\0')
+      dirs.insert(dirs.begin(), cuda_dir);
+    return PluginRegistry::discover(dirs);
+  }();
   return r;
 }
 
@@ -51,7 +59,8 @@ void skip_unless_backend_cuda_runs() {
     if (r.loaded && r.name == "backend-cuda") cuda = &r;
   if (cuda != nullptr && cuda->score > 0) return;
   std::printf("skipped: %s\n", cuda == nullptr
-                                   ? "backend-cuda is not among this build's plugins (" LYRE_TEST_PLUGIN_DIR ")"
+                                   ? "backend-cuda is not among this build's plugins (" LYRE_TEST_PLUGIN_DIR
+                                     ", or the folder $LYRE_PARITY_CUDA_PLUGIN_DIR names)"
                                    : ("backend-cuda cannot run here: " + cuda->score_reason).c_str());
   std::fflush(stdout);
   std::exit(77);

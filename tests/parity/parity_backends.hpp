@@ -10,7 +10,11 @@
 
 namespace lyre::parity {
 
-// This build tree's plugins, discovered once per process.
+// Names a folder searched before the build tree's plugins, whose liblyre-backend-cuda.so then
+// stands in for backend-cuda: tests/backend-cuda-emulated's CPU emulation, in CI.
+constexpr const char* kCudaPluginDirEnv = "LYRE_PARITY_CUDA_PLUGIN_DIR";
+
+// This build tree's plugins (and $LYRE_PARITY_CUDA_PLUGIN_DIR's first), discovered once per process.
 PluginRegistry& registry();
 
 // backend-torch at "fp32" or "fp64". Throws std::runtime_error naming backend-torch when it is

@@ -114,9 +114,16 @@ LyreError* all_reduce(LyreBackend_AllReduceGradients_Args* args) {
 LyreError* score(LyreBackend_Score_Args* args) {
   return plugin::guard([&] {
     LYRE_REQUIRE_ARGS(args, reason, "backend-cuda score");
+#ifdef LYRE_CUDA_EMULATED
+    // tests/backend-cuda-emulated: no driver to ask. 1, below every real backend, so that "auto"
+    // never prefers the emulation where it shares a search path with one.
+    args->score = 1;
+    args->reason = "emulated on the CPU for tests (no kernels of backend-cuda run)";
+#else
     const DriverProbe& probe = probe_driver();
     args->score = probe.usable ? kUsableScore : 0;
     args->reason = probe.reason.c_str();
+#endif
   });
 }
 

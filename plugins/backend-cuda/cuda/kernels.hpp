@@ -10,6 +10,10 @@
 //    norm weights, gradients of parameters, optimizer state and master weights are float in both
 //    precisions.
 //  - Templates are instantiated for T = float and T = bf16 in the .cu file that defines them.
+//  - Alignment: activation and workspace pointers are 256-byte aligned (the model carves its
+//    arenas so; attention's simple, prepare and decode kernels rely on at least 8 bytes).
+//    Parameter pointers (weights, their gradients) are only element-aligned: parameters are packed
+//    without padding, so every kernel that reads them checks before taking a vector path.
 //  - Reductions over rows into one parameter gradient (embedding, norm weights) may use float
 //    atomics: results are then not bit-reproducible run to run (documented, not hidden).
 #pragma once
@@ -187,14 +191,17 @@ struct OptimizerChunk {
 inline constexpr int64_t kOptimizerChunk = 65536;
 
 struct AdamwHyper {
-  float lr, beta1, beta2, eps;
+  float lr;
+  // In double: 1 - beta is formed from them (PyTorch's 1 - 0.999 is 1.3e-5 away from 1 - float(0.999)).
+  double beta1, beta2;
+  float eps;
   float bias_correction1;  // 1 - beta1^step
   float bias_correction2;  // 1 - beta2^step
   float grad_scale;        // gradients are multiplied by it first (clipping); stored grads untouched
 };
 // For every chunk (chunks: device array of num_chunks): g = grad * grad_scale;
 // p -= lr * weight_decay * p (decoupled, PyTorch's AdamW); m = b1 m + (1-b1) g;
-// v = b2 v + (1-b2) g^2; p -= lr * (m / bc1) / (sqrt(v / bc2) + eps).
+// v = b2 v + (1-b2) g^2 (b and 1-b rounded to float from double); p -= lr * (m / bc1) / (sqrt(v / bc2) + eps).
 // If params_lowp != nullptr it receives T(p) of the updated master weights (the bf16 working copy,
 // same flat layout), in the same pass.
 template <typename T>

@@ -87,8 +87,8 @@ void Optimizer::step(double lr, double grad_scale) {
     // Scalars in double, as PyTorch computes them in Python, then rounded once.
     AdamwHyper h{};
     h.lr = static_cast<float>(lr);
-    h.beta1 = static_cast<float>(c.beta1);
-    h.beta2 = static_cast<float>(c.beta2);
+    h.beta1 = c.beta1;
+    h.beta2 = c.beta2;
     h.eps = static_cast<float>(c.eps);
     h.bias_correction1 = static_cast<float>(1.0 - std::pow(c.beta1, static_cast<double>(t)));
     h.bias_correction2 = static_cast<float>(1.0 - std::pow(c.beta2, static_cast<double>(t)));

@@ -172,10 +172,10 @@ void adamw_step(float* params, T* params_lowp, const float* grads, float* exp_av
   check_chunks(num_chunks, "adamw_step");
   AdamwScalars s;
   s.grad_scale = h.grad_scale;
-  s.beta1 = h.beta1;
-  s.beta2 = h.beta2;
-  s.one_minus_beta1 = float(1.0 - double(h.beta1));
-  s.one_minus_beta2 = float(1.0 - double(h.beta2));
+  s.beta1 = float(h.beta1);
+  s.beta2 = float(h.beta2);
+  s.one_minus_beta1 = float(1.0 - h.beta1);
+  s.one_minus_beta2 = float(1.0 - h.beta2);
   s.eps = h.eps;
   s.step_size = float(double(h.lr) / double(h.bias_correction1));
   s.bc2_sqrt = float(std::sqrt(double(h.bias_correction2)));
