@@ -78,14 +78,7 @@ struct HostBatch {
   }
 
   TokenBatch view() const {
-    TokenBatch b;
-    b.tokens = tokens.data();
-    b.targets = targets.data();
-    b.positions = positions.data();
-    b.segment_ids = segments.data();
-    b.rows = rows;
-    b.cols = cols;
-    return b;
+    return {tokens.data(), targets.data(), positions.data(), segments.data(), rows, cols};
   }
 };
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "model/parameter_info.hpp"
 #include "optimizer.hpp"
 #include "plugin/handles.hpp"
 #include "plugin/plugin_host.hpp"
@@ -19,16 +20,9 @@ struct Layout {
   std::vector<ParameterInfo> params;
   size_t total = 0;
   void add(const std::string& name, LyreParamKind kind, std::vector<int64_t> shape, bool trainable = true) {
-    ParameterInfo p;
-    p.name = name;
-    p.kind = kind;
+    ParameterInfo& p = params[cpu::append_parameter(params, name, kind, std::move(shape))];
     p.trainable = trainable;
-    p.shape = std::move(shape);
-    p.numel = 1;
-    for (int64_t d : p.shape) p.numel *= static_cast<size_t>(d);
-    p.offset = total;
     total += p.numel;
-    params.push_back(p);
   }
 };
 

@@ -101,14 +101,7 @@ struct HostBatch {
   int64_t rows = 0, cols = 0;
   std::vector<int32_t> tokens, targets, positions, segments;
   cuda::TokenBatch view() const {
-    cuda::TokenBatch b;
-    b.tokens = tokens.data();
-    b.targets = targets.data();
-    b.positions = positions.data();
-    b.segment_ids = segments.data();
-    b.rows = rows;
-    b.cols = cols;
-    return b;
+    return {tokens.data(), targets.data(), positions.data(), segments.data(), rows, cols};
   }
 };
 

@@ -180,4 +180,16 @@ std::vector<double> rope_inv_freq(int64_t head_dim, double theta, const RopeScal
   return inv_freq;
 }
 
+double llama_train_flops_per_token(const LlamaConfig& config, int64_t seq_len) {
+  const double d = static_cast<double>(config.hidden_size);
+  const double F = static_cast<double>(config.intermediate_size);
+  const double L = static_cast<double>(config.num_hidden_layers);
+  const double qkvd = static_cast<double>(config.qkv_dim());
+  const double qd = static_cast<double>(config.q_dim());
+  const double V = static_cast<double>(config.vocab_size);
+  const double matmul_params = L * (d * qkvd + qd * d + 3.0 * d * F) + V * d;
+  const double attention = L * 3.0 * 4.0 * static_cast<double>(seq_len) * qd;
+  return 6.0 * matmul_params + attention;
+}
+
 }  // namespace lyre::cpu

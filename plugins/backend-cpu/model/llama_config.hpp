@@ -32,4 +32,10 @@ struct LlamaConfig {
 // and the value.
 LlamaConfig parse_llama_config(const std::string& json_text);
 
+// Forward + backward FLOPs per token for rows of seq_len tokens, the numerator of MFU: 6 per
+// matmul parameter (lm head included, tied or not; the embedding lookup is no matmul) plus
+// attention, counted at full seq_len (not halved for the causal mask, as PaLM's MFU does):
+// 4*T*Hq*D per layer forward for QK^T and PV, times 3 for forward + backward.
+double llama_train_flops_per_token(const LlamaConfig& config, int64_t seq_len);
+
 }  // namespace lyre::cpu

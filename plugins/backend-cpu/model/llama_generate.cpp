@@ -62,39 +62,14 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
                              int32_t* out_lengths) {
   plugin::TraceSpan span("generate", "generate (%lld rows, up to %d new tokens)",
                          static_cast<long long>(rows), max_new_tokens);
-  validate_sampling(sampling);
-  plugin::require(rows >= 1 && prompt_cols >= 1,
-                  "generate: prompt must be [B, Tp] with B, Tp >= 1, got [" +
-                      std::to_string(rows) + "," + std::to_string(prompt_cols) + "]");
-  plugin::require(max_new_tokens >= 0,
-                  "generate: max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
-  plugin::require(prompt && prompt_lengths && out_tokens && out_lengths, "generate: a tensor is NULL");
+  const int64_t longest =
+      check_generate_request(config_, sampling, prompt, prompt_lengths, rows, prompt_cols,
+                             max_new_tokens, out_tokens, out_lengths);
   const int64_t B = rows, Tp = prompt_cols, V = config_.vocab_size, d = config_.hidden_size;
   const int64_t Hq = config_.num_attention_heads, Hkv = config_.num_key_value_heads;
   const int64_t D = config_.head_dim, qd = config_.q_dim(), kvd = config_.kv_dim();
   const int64_t qkvd = config_.qkv_dim(), L = config_.num_hidden_layers;
-  const int64_t max_pos = config_.max_position_embeddings;
 
-  int64_t longest = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t len = prompt_lengths[b];
-    plugin::require(len >= 1 && len <= Tp, "generate: prompt_lengths[" + std::to_string(b) + "] = " +
-                                               std::to_string(len) + " is outside [1, " +
-                                               std::to_string(Tp) + "]");
-    for (int64_t t = 0; t < len; ++t) {
-      const int32_t id = prompt[b * Tp + t];
-      plugin::require(id >= 0 && id < V, "generate: prompt token " + std::to_string(id) + " at row " +
-                                             std::to_string(b) + ", col " + std::to_string(t) +
-                                             " is outside the vocabulary [0, " +
-                                             std::to_string(V) + ")");
-    }
-    // The last generated token is never fed back: positions reach len + max_new - 2.
-    plugin::require(len + max_new_tokens - 1 <= max_pos,
-                    "generate: row " + std::to_string(b) + ": prompt length " + std::to_string(len) +
-                        " + max_new_tokens " + std::to_string(max_new_tokens) +
-                        " - 1 exceeds max_position_embeddings " + std::to_string(max_pos));
-    longest = std::max(longest, len);
-  }
   std::fill(out_tokens, out_tokens + B * max_new_tokens, 0);
   std::fill(out_lengths, out_lengths + B, 0);
   if (max_new_tokens == 0) return;
@@ -104,14 +79,7 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
 
   // Prefill inputs: padding becomes token 0 at position 0 in segment 0 (masked off).
   const int64_t N = B * Tp;
-  std::vector<int32_t> tokens(static_cast<size_t>(N)), positions(tokens.size()), segments(tokens.size());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < Tp; ++t) {
-      const bool real = t < prompt_lengths[b];
-      tokens[b * Tp + t] = real ? prompt[b * Tp + t] : 0;
-      positions[b * Tp + t] = real ? static_cast<int32_t>(t) : 0;
-      segments[b * Tp + t] = real ? 1 : 0;
-    }
+  const PrefillIds prefill = prefill_ids(prompt, prompt_lengths, B, Tp);
 
   const int64_t layer_cache = B * Hkv * cache_len * D;
   Buffer<T> kv(MemoryKind::workspace);  // K of every layer, then V of every layer
@@ -136,16 +104,17 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
     plugin::TraceSpan prefill_span("generate", "prefill (%lld rows of %lld)",
                                    static_cast<long long>(B), static_cast<long long>(Tp));
     const Scratch s = scratch(N);
-    embedding_forward(s.resid, tokens.data(), params_.value(embed_), N, d, V);
+    embedding_forward(s.resid, prefill.tokens.data(), params_.value(index_.embed), N, d, V);
     int64_t layer = 0;
     const Attend attend = [&](T* qkv, T* att, T* lse) {
-      attention_forward(att, lse, qkv, segments.data(), B, Tp, Hq, Hkv, D);
+      attention_forward(att, lse, qkv, prefill.segment_ids.data(), B, Tp, Hq, Hkv, D);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t t = 0; t < prompt_lengths[b]; ++t) store_kv(layer, qkv + (b * Tp + t) * qkvd, b, t);
     };
     const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
     for (layer = 0; layer < L; ++layer)
-      layer_forward(static_cast<size_t>(layer), N, positions.data(), io, s, attend, "generate");
+      layer_forward(static_cast<size_t>(layer), N, prefill.positions.data(), io, s, attend,
+                    "generate");
     // The last prompt position of each row predicts its first new token.
     for (int64_t b = 0; b < B; ++b) {
       const T* src = s.resid + (b * Tp + prompt_lengths[b] - 1) * d;
@@ -190,7 +159,7 @@ void LlamaModel<T>::generate(const int32_t* prompt, const int32_t* prompt_length
       lengths[r] = cached[active[r]] + 1;
     }
     const Scratch s = scratch(A);  // A <= B <= N: no growth, no allocation
-    embedding_forward(s.resid, step_tokens.data(), params_.value(embed_), A, d, V);
+    embedding_forward(s.resid, step_tokens.data(), params_.value(index_.embed), A, d, V);
     int64_t layer = 0;
     const Attend attend = [&](T* qkv, T* att, T*) {
       for (int64_t r = 0; r < A; ++r) store_kv(layer, qkv + r * qkvd, active[r], step_positions[r]);

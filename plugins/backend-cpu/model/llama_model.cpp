@@ -12,14 +12,6 @@ namespace {
 // Sub-buffers start on 64-byte boundaries (16 floats) so kernels see aligned rows.
 int64_t aligned(int64_t n) { return (n + 15) / 16 * 16; }
 
-[[noreturn]] void bad_id(const char* tensor, int64_t n, int64_t cols, int32_t value,
-                         const std::string& rule) {
-  throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT,
-                      std::string(tensor) + ": value " + std::to_string(value) + " at row " +
-                          std::to_string(n / cols) + ", col " + std::to_string(n % cols) + " " +
-                          rule);
-}
-
 }  // namespace
 
 template <typename T>
@@ -30,40 +22,19 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& config, ModelOptions options)
                         "logprob_chunk_rows must be >= 1 (or 0 for the memory-budget "
                         "default), got " +
                             std::to_string(options_.logprob_chunk_rows));
-  const int64_t d = config.hidden_size, F = config.intermediate_size, V = config.vocab_size;
-  embed_ = params_.add("model.embed_tokens.weight", LYRE_PARAM_EMBEDDING, {V, d});
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerIndex li;
-    li.input_norm = params_.add(p + "input_layernorm.weight", LYRE_PARAM_NORM, {d});
-    // q, k, v back to back: one [(Hq+2Hkv)*D, d] matrix for one GEMM.
-    li.q = params_.add(p + "self_attn.q_proj.weight", LYRE_PARAM_MATRIX, {config.q_dim(), d});
-    li.k = params_.add(p + "self_attn.k_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
-    li.v = params_.add(p + "self_attn.v_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
-    li.o = params_.add(p + "self_attn.o_proj.weight", LYRE_PARAM_MATRIX, {d, config.q_dim()});
-    li.post_norm = params_.add(p + "post_attention_layernorm.weight", LYRE_PARAM_NORM, {d});
-    // gate then up: one [2F, d] matrix producing swiglu's [N, 2F] input.
-    li.gate = params_.add(p + "mlp.gate_proj.weight", LYRE_PARAM_MATRIX, {F, d});
-    li.up = params_.add(p + "mlp.up_proj.weight", LYRE_PARAM_MATRIX, {F, d});
-    li.down = params_.add(p + "mlp.down_proj.weight", LYRE_PARAM_MATRIX, {d, F});
-    layers_.push_back(li);
-  }
-  final_norm_ = params_.add("model.norm.weight", LYRE_PARAM_NORM, {d});
-  lm_head_ = config.tie_word_embeddings
-                 ? embed_
-                 : params_.add("lm_head.weight", LYRE_PARAM_EMBEDDING, {V, d});
+  index_ = add_llama_parameters(params_, config);
   params_.allocate();
   inv_freq_ = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
 }
 
 template <typename T>
 const T* LlamaModel<T>::head_weight() const {
-  return params_.value(lm_head_);
+  return params_.value(index_.lm_head);
 }
 
 template <typename T>
 T* LlamaModel<T>::head_grad() {
-  return params_.grad(lm_head_);  // the embedding's gradient when tied: both uses add into it
+  return params_.grad(index_.lm_head);  // the embedding's gradient when tied: both uses add into it
 }
 
 template <typename T>
@@ -72,31 +43,6 @@ int64_t LlamaModel<T>::head_chunk_rows(const int32_t* targets, int64_t N) const 
   if (options_.logprob_chunk_rows > 0)
     return std::max<int64_t>(1, std::min(options_.logprob_chunk_rows, rows));
   return logprob_head_chunk_rows(rows, config_.vocab_size, static_cast<int64_t>(sizeof(T)));
-}
-
-template <typename T>
-int64_t LlamaModel<T>::validate(const TokenBatch& b, bool need_targets) const {
-  plugin::require(b.rows >= 1 && b.cols >= 1, "batch: expected at least one row and one column, got [" +
-                                                  std::to_string(b.rows) + "," +
-                                                  std::to_string(b.cols) + "]");
-  plugin::require(b.tokens && b.positions && b.segment_ids && (b.targets || !need_targets),
-                  "batch: a tensor is missing");
-  const int64_t N = b.rows * b.cols, V = config_.vocab_size;
-  const int64_t max_pos = config_.max_position_embeddings;
-  int64_t max_seen = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    if (b.tokens[n] < 0 || b.tokens[n] >= V)
-      bad_id("tokens", n, b.cols, b.tokens[n], "is outside the vocabulary [0, " + std::to_string(V) + ")");
-    if (need_targets && b.targets[n] >= V)
-      bad_id("targets", n, b.cols, b.targets[n],
-             "is outside the vocabulary [0, " + std::to_string(V) + ") (< 0 means no target)");
-    if (b.positions[n] < 0 || b.positions[n] >= max_pos)
-      bad_id("positions", n, b.cols, b.positions[n],
-             "is outside [0, max_position_embeddings = " + std::to_string(max_pos) + ")");
-    if (b.segment_ids[n] < 0) bad_id("segment_ids", n, b.cols, b.segment_ids[n], "is negative");
-    max_seen = std::max<int64_t>(max_seen, b.positions[n]);
-  }
-  return max_seen;
 }
 
 template <typename T>
@@ -175,7 +121,7 @@ template <typename T>
 void LlamaModel<T>::layer_forward(size_t layer, int64_t rows, const int32_t* positions,
                                   const LayerIO& io, const Scratch& s, const Attend& attend,
                                   const char* span_category) {
-  const LayerIndex& li = layers_[layer];
+  const LlamaLayerIndex& li = index_.layers[layer];
   const int64_t d = config_.hidden_size, F = config_.intermediate_size, D = config_.head_dim;
   const int64_t qkvd = config_.qkv_dim(), qd = config_.q_dim();
   const T eps = static_cast<T>(config_.rms_norm_eps);
@@ -207,7 +153,7 @@ void LlamaModel<T>::trunk_nograd(const TokenBatch& b, const Scratch& s) {
   const int64_t N = b.rows * b.cols;
   {
     plugin::TraceSpan span("forward", "embedding forward");
-    embedding_forward(s.resid, b.tokens, params_.value(embed_), N, config_.hidden_size,
+    embedding_forward(s.resid, b.tokens, params_.value(index_.embed), N, config_.hidden_size,
                       config_.vocab_size);
   }
   const Attend attend = [&](T* qkv, T* att, T* lse) {
@@ -215,20 +161,21 @@ void LlamaModel<T>::trunk_nograd(const TokenBatch& b, const Scratch& s) {
                       config_.num_key_value_heads, config_.head_dim);
   };
   const LayerIO io{s.resid, s.qkv, s.att, s.lse, s.resid, s.gu, s.resid};
-  for (size_t l = 0; l < layers_.size(); ++l) layer_forward(l, N, b.positions, io, s, attend, "forward");
+  for (size_t l = 0; l < index_.layers.size(); ++l)
+    layer_forward(l, N, b.positions, io, s, attend, "forward");
 }
 
 template <typename T>
 void LlamaModel<T>::head_logits(T* logits, const T* x, int64_t rows, const Scratch& s) {
   const int64_t d = config_.hidden_size;
-  rmsnorm_forward(s.norm_out, s.rstd, x, params_.value(final_norm_), rows, d,
+  rmsnorm_forward(s.norm_out, s.rstd, x, params_.value(index_.final_norm), rows, d,
                   static_cast<T>(config_.rms_norm_eps));
   linear_forward(logits, s.norm_out, head_weight(), rows, d, config_.vocab_size);
 }
 
 template <typename T>
 void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
-  const int64_t max_position = validate(b, true);
+  const int64_t max_position = check_token_batch(b, config_, /*need_targets=*/true);
   plugin::require(logp != nullptr, "forward: logp is NULL");
   if (mode == ForwardMode::train) pending_backward_ = false;  // a failure below leaves nothing
 
@@ -238,7 +185,7 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
   head_workspace_holds_train_chunk_ = false;  // whatever runs below overwrites it
   head_workspace_.reserve(static_cast<size_t>(logprob_head_workspace(chunk, d, V)));
   const Scratch s = scratch(N);
-  const T* final_norm = params_.value(final_norm_);
+  const T* final_norm = params_.value(index_.final_norm);
 
   if (mode == ForwardMode::no_grad) {
     trunk_nograd(b, s);
@@ -260,7 +207,7 @@ void LlamaModel<T>::forward(const TokenBatch& b, ForwardMode mode, T* logp) {
 
   {
     plugin::TraceSpan span("forward", "embedding forward");
-    embedding_forward(saved(0, N).x_in, ids, params_.value(embed_), N, d, V);
+    embedding_forward(saved(0, N).x_in, ids, params_.value(index_.embed), N, d, V);
   }
   const Attend attend = [&](T* qkv, T* att, T* lse) {
     attention_forward(att, lse, qkv, segments, b.rows, b.cols, config_.num_attention_heads,
@@ -311,14 +258,14 @@ void LlamaModel<T>::backward(const T* dlogp) {
   head_workspace_holds_train_chunk_ = false;  // backward overwrites the workspace
   {
     plugin::TraceSpan span("backward", "logprob head backward");
-    logprob_head_backward(dx, params_.grad(final_norm_), head_grad(), dlogp, fin.x,
-                          params_.value(final_norm_), head_weight(), targets, fin.head_rstd,
+    logprob_head_backward(dx, params_.grad(index_.final_norm), head_grad(), dlogp, fin.x,
+                          params_.value(index_.final_norm), head_weight(), targets, fin.head_rstd,
                           fin.head_lse, N, d, V, saved_head_chunk_rows_, head_workspace_.data(),
                           reuse_last_chunk);
   }
 
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
-    const LayerIndex& li = layers_[static_cast<size_t>(l)];
+    const LlamaLayerIndex& li = index_.layers[static_cast<size_t>(l)];
     const Saved sv = saved(l, N);
     T* dgu = s.gu;
     T* datt = s.att;
@@ -352,30 +299,17 @@ void LlamaModel<T>::backward(const T* dlogp) {
                      params_.value(li.input_norm), s.rstd, N, d);
   }
   plugin::TraceSpan span("backward", "embedding backward");
-  embedding_backward(params_.grad(embed_), dx, tokens, N, d, V);
+  embedding_backward(params_.grad(index_.embed), dx, tokens, N, d, V);
 }
 
 template <typename T>
 void LlamaModel<T>::logits(const TokenBatch& b, T* out) {
-  const int64_t max_position = validate(b, false);
+  const int64_t max_position = check_token_batch(b, config_, /*need_targets=*/false);
   plugin::require(out != nullptr, "logits: out is NULL");
   ensure_rope(max_position);
   const Scratch s = scratch(b.rows * b.cols);
   trunk_nograd(b, s);
   head_logits(out, s.resid, b.rows * b.cols, s);
-}
-
-template <typename T>
-double LlamaModel<T>::train_flops_per_token(int64_t seq_len) const {
-  const double d = static_cast<double>(config_.hidden_size);
-  const double F = static_cast<double>(config_.intermediate_size);
-  const double L = static_cast<double>(config_.num_hidden_layers);
-  const double qkvd = static_cast<double>(config_.qkv_dim());
-  const double qd = static_cast<double>(config_.q_dim());
-  const double V = static_cast<double>(config_.vocab_size);
-  const double matmul_params = L * (d * qkvd + qd * d + 3.0 * d * F) + V * d;
-  const double attention = L * 3.0 * 4.0 * static_cast<double>(seq_len) * qd;
-  return 6.0 * matmul_params + attention;
 }
 
 template class LlamaModel<float>;

@@ -15,7 +15,9 @@
 #include <functional>
 #include <vector>
 
+#include "model/token_batch.hpp"
 #include "model/llama_config.hpp"
+#include "model/llama_parameters.hpp"
 #include "model/memory_tracker.hpp"
 #include "model/parameter_store.hpp"
 #include "model/token_sampler.hpp"
@@ -23,16 +25,6 @@
 namespace lyre::cpu {
 
 enum class ForwardMode { train, no_grad };
-
-// One micro-batch: int32 arrays of rows*cols, row-major, borrowed for the call (see LyreBatch).
-struct TokenBatch {
-  const int32_t* tokens = nullptr;
-  const int32_t* targets = nullptr;  // < 0: no target (logp 0); unused by logits()
-  const int32_t* positions = nullptr;
-  const int32_t* segment_ids = nullptr;
-  int64_t rows = 0;
-  int64_t cols = 0;
-};
 
 struct ModelOptions {
   // Rows of [rows, vocab] logits the fused head holds at once. 0: the fewest even chunks of
@@ -75,17 +67,13 @@ class LlamaModel {
                 int64_t prompt_cols, int32_t max_new_tokens, int32_t eos_token_id,
                 const SamplingOptions& sampling, int32_t* out_tokens, int32_t* out_lengths);
 
-  // Forward + backward FLOPs per token for rows of seq_len tokens: 6 per matmul parameter (lm
-  // head included, tied or not; the embedding lookup is no matmul) plus attention, counted at
-  // full seq_len (not halved for the causal mask, as PaLM's MFU does): 4*T*Hq*D per layer
-  // forward for QK^T and PV, times 3 for forward + backward.
-  double train_flops_per_token(int64_t seq_len) const;
+  // Forward + backward FLOPs per token for rows of seq_len tokens (llama_train_flops_per_token).
+  double train_flops_per_token(int64_t seq_len) const {
+    return llama_train_flops_per_token(config_, seq_len);
+  }
   int64_t num_parameters() const { return static_cast<int64_t>(params_.total_numel()); }
 
  private:
-  struct LayerIndex {
-    size_t input_norm, q, k, v, o, post_norm, gate, up, down;
-  };
   // Pointers into scratch_ for `rows` tokens: what a no_grad forward, a train forward's
   // recomputed pieces and a backward's gradients use; shared because they never overlap.
   // In backward, qkv/att/gu hold dqkv/datt/dgu and resid holds d(residual).
@@ -102,8 +90,6 @@ class LlamaModel {
     T *x_in, *qkv, *att, *lse, *x_mid, *gu;
   };
 
-  // Checks shapes, ids, positions and segments; returns the largest position.
-  int64_t validate(const TokenBatch& batch, bool need_targets) const;
   void ensure_rope(int64_t max_position);
   Scratch scratch(int64_t rows);
   Saved saved(int64_t layer, int64_t rows);
@@ -134,8 +120,7 @@ class LlamaModel {
   LlamaConfig config_;
   ModelOptions options_;
   ParameterStore<T> params_;
-  size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // lm_head_ == embed_ when tied
-  std::vector<LayerIndex> layers_;
+  LlamaParameterIndex index_;  // where each parameter is in params_
 
   std::vector<double> inv_freq_;
   std::vector<T> rope_cos_, rope_sin_;

@@ -11,16 +11,9 @@ template <typename T>
 size_t ParameterStore<T>::add(std::string name, LyreParamKind kind, std::vector<int64_t> shape) {
   if (values_.data() != nullptr)
     throw plugin::Error(LYRE_ERROR_INTERNAL, "parameter " + name + " added after allocate()");
-  ParameterInfo p;
-  p.name = std::move(name);
-  p.kind = kind;
-  p.shape = std::move(shape);
-  p.numel = 1;
-  for (int64_t s : p.shape) p.numel *= static_cast<size_t>(s);
-  p.offset = total_;
-  total_ += p.numel;
-  infos_.push_back(std::move(p));
-  return infos_.size() - 1;
+  const size_t index = append_parameter(infos_, std::move(name), kind, std::move(shape));
+  total_ += infos_[index].numel;
+  return index;
 }
 
 template <typename T>

@@ -9,17 +9,9 @@
 
 #include "lyre/abi.h"
 #include "model/memory_tracker.hpp"
+#include "model/parameter_info.hpp"
 
 namespace lyre::cpu {
-
-struct ParameterInfo {
-  std::string name;  // Hugging Face name
-  LyreParamKind kind = LYRE_PARAM_MATRIX;
-  bool trainable = true;
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // into values() and grads()
-  size_t numel = 0;
-};
 
 template <typename T>
 class ParameterStore {

@@ -34,30 +34,8 @@ void LlamaModel::generate(const int32_t* prompt, const int32_t* prompt_lengths, 
                           int32_t* out_tokens, int32_t* out_lengths) {
   plugin::TraceSpan span("generate", "generate (%lld rows, up to %d new tokens)", static_cast<long long>(rows),
                          max_new_tokens);
-  cpu::validate_sampling(sampling);
-  plugin::require(rows >= 1 && prompt_cols >= 1, "generate: prompt must be [B, Tp] with B, Tp >= 1, got [" +
-                                                     std::to_string(rows) + "," + std::to_string(prompt_cols) + "]");
-  plugin::require(max_new_tokens >= 0,
-                  "generate: max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
-  plugin::require(prompt && prompt_lengths && out_tokens && out_lengths, "generate: a tensor is NULL");
-  const int64_t V = config_.vocab_size, max_pos = config_.max_position_embeddings;
-  for (int64_t b = 0; b < rows; ++b) {
-    const int64_t len = prompt_lengths[b];
-    plugin::require(len >= 1 && len <= prompt_cols, "generate: prompt_lengths[" + std::to_string(b) + "] = " +
-                                                        std::to_string(len) + " is outside [1, " +
-                                                        std::to_string(prompt_cols) + "]");
-    for (int64_t t = 0; t < len; ++t) {
-      const int32_t id = prompt[b * prompt_cols + t];
-      plugin::require(id >= 0 && id < V, "generate: prompt token " + std::to_string(id) + " at row " +
-                                             std::to_string(b) + ", col " + std::to_string(t) +
-                                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    }
-    // The last generated token is never fed back: positions reach len + max_new - 2.
-    plugin::require(len + max_new_tokens - 1 <= max_pos,
-                    "generate: row " + std::to_string(b) + ": prompt length " + std::to_string(len) +
-                        " + max_new_tokens " + std::to_string(max_new_tokens) +
-                        " - 1 exceeds max_position_embeddings " + std::to_string(max_pos));
-  }
+  cpu::check_generate_request(config_, sampling, prompt, prompt_lengths, rows, prompt_cols, max_new_tokens, out_tokens,
+                              out_lengths);
   std::fill(out_tokens, out_tokens + rows * max_new_tokens, 0);
   std::fill(out_lengths, out_lengths + rows, 0);
   if (max_new_tokens == 0) return;
@@ -125,26 +103,22 @@ void LlamaModel::generate_impl(const int32_t* prompt, const int32_t* prompt_leng
   StreamDrain drain(s);  // after kv: runs before kv is released
   auto k_cache = [&](int64_t l) { return kv.data() + l * layer_cache; };
   auto v_cache = [&](int64_t l) { return kv.data() + (L + l) * layer_cache; };
-  const T* embed = params_.compute_weight<T>(embed_);
-  const T* head = params_.compute_weight<T>(lm_head_);
-  const float* final_norm = params_.value(final_norm_);
+  const T* embed = params_.compute_weight<T>(index_.embed);
+  const T* head = params_.compute_weight<T>(index_.lm_head);
+  const float* final_norm = params_.value(index_.final_norm);
   std::vector<float> logits(static_cast<size_t>(B * V));
 
   // ---- Prefill: padding becomes token 0 at position 0 in segment 0 (masked off) ----
   {
     plugin::TraceSpan prefill_span("generate", "prefill (%lld rows of %lld)", static_cast<long long>(B),
                                    static_cast<long long>(Tp));
-    std::vector<int32_t> tokens(static_cast<size_t>(N)), positions(tokens.size()), segments(tokens.size());
+    const cpu::PrefillIds prefill = cpu::prefill_ids(prompt, prompt_lengths, B, Tp);
     std::vector<int32_t> start(static_cast<size_t>(B), 0), count(prompt_lengths, prompt_lengths + B);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tp; ++t) {
-        const bool real = t < prompt_lengths[b];
-        tokens[b * Tp + t] = real ? prompt[b * Tp + t] : 0;
-        positions[b * Tp + t] = real ? static_cast<int32_t>(t) : 0;
-        segments[b * Tp + t] = real ? 1 : 0;
-      }
-    upload_ids(p.prefill_ids, {{tokens.data(), N}, {positions.data(), N}, {segments.data(), N},
-                               {start.data(), B}, {count.data(), B}});
+    upload_ids(p.prefill_ids, {{prefill.tokens.data(), N},
+                               {prefill.positions.data(), N},
+                               {prefill.segment_ids.data(), N},
+                               {start.data(), B},
+                               {count.data(), B}});
     const int32_t* tokens_d = p.prefill_ids;
     const int32_t* positions_d = p.prefill_ids + N;
     const int32_t* segments_d = p.prefill_ids + 2 * N;

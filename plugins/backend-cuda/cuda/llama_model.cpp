@@ -7,15 +7,6 @@
 #include <type_traits>
 
 namespace lyre::cuda {
-namespace {
-
-[[noreturn]] void bad_id(const char* tensor, int64_t n, int64_t cols, int32_t value, const std::string& rule) {
-  throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT, std::string(tensor) + ": value " + std::to_string(value) +
-                                                       " at row " + std::to_string(n / cols) + ", col " +
-                                                       std::to_string(n % cols) + " " + rule);
-}
-
-}  // namespace
 
 LlamaModel::OwnedStream::OwnedStream() {
   LYRE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -37,26 +28,7 @@ LlamaModel::LlamaModel(const cpu::LlamaConfig& config, ModelOptions options)
   if (config.head_dim > 256)
     throw plugin::Error(LYRE_ERROR_INVALID_ARGUMENT, "backend-cuda: head_dim " + std::to_string(config.head_dim) +
                                                          " is not supported (the attention kernels take up to 256)");
-  const int64_t d = config.hidden_size, F = config.intermediate_size, V = config.vocab_size;
-  embed_ = params_.add("model.embed_tokens.weight", LYRE_PARAM_EMBEDDING, {V, d});
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerIndex li;
-    li.input_norm = params_.add(p + "input_layernorm.weight", LYRE_PARAM_NORM, {d});
-    // q, k, v back to back: one [(Hq+2Hkv)*D, d] matrix for one GEMM.
-    li.q = params_.add(p + "self_attn.q_proj.weight", LYRE_PARAM_MATRIX, {config.q_dim(), d});
-    li.k = params_.add(p + "self_attn.k_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
-    li.v = params_.add(p + "self_attn.v_proj.weight", LYRE_PARAM_MATRIX, {config.kv_dim(), d});
-    li.o = params_.add(p + "self_attn.o_proj.weight", LYRE_PARAM_MATRIX, {d, config.q_dim()});
-    li.post_norm = params_.add(p + "post_attention_layernorm.weight", LYRE_PARAM_NORM, {d});
-    // gate then up: one [2F, d] matrix producing swiglu's [N, 2F] input.
-    li.gate = params_.add(p + "mlp.gate_proj.weight", LYRE_PARAM_MATRIX, {F, d});
-    li.up = params_.add(p + "mlp.up_proj.weight", LYRE_PARAM_MATRIX, {F, d});
-    li.down = params_.add(p + "mlp.down_proj.weight", LYRE_PARAM_MATRIX, {d, F});
-    layers_.push_back(li);
-  }
-  final_norm_ = params_.add("model.norm.weight", LYRE_PARAM_NORM, {d});
-  lm_head_ = config.tie_word_embeddings ? embed_ : params_.add("lm_head.weight", LYRE_PARAM_EMBEDDING, {V, d});
+  index_ = cpu::add_llama_parameters(params_, config);
   params_.allocate(stream());
   inv_freq_ = cpu::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling);
 }
@@ -64,28 +36,6 @@ LlamaModel::LlamaModel(const cpu::LlamaConfig& config, ModelOptions options)
 // Buffers go back to the allocator after this body, the stream last (OwnedStream): nothing
 // queued may still use them by then.
 LlamaModel::~LlamaModel() { cudaStreamSynchronize(stream()); }
-
-int64_t LlamaModel::validate(const TokenBatch& b) const {
-  plugin::require(b.rows >= 1 && b.cols >= 1, "batch: expected at least one row and one column, got [" +
-                                                  std::to_string(b.rows) + "," + std::to_string(b.cols) + "]");
-  plugin::require(b.tokens && b.positions && b.segment_ids && b.targets, "batch: a tensor is missing");
-  const int64_t N = b.rows * b.cols, V = config_.vocab_size;
-  const int64_t max_pos = config_.max_position_embeddings;
-  int64_t max_seen = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    if (b.tokens[n] < 0 || b.tokens[n] >= V)
-      bad_id("tokens", n, b.cols, b.tokens[n], "is outside the vocabulary [0, " + std::to_string(V) + ")");
-    if (b.targets[n] >= V)
-      bad_id("targets", n, b.cols, b.targets[n],
-             "is outside the vocabulary [0, " + std::to_string(V) + ") (< 0 means no target)");
-    if (b.positions[n] < 0 || b.positions[n] >= max_pos)
-      bad_id("positions", n, b.cols, b.positions[n],
-             "is outside [0, max_position_embeddings = " + std::to_string(max_pos) + ")");
-    if (b.segment_ids[n] < 0) bad_id("segment_ids", n, b.cols, b.segment_ids[n], "is negative");
-    max_seen = std::max<int64_t>(max_seen, b.positions[n]);
-  }
-  return max_seen;
-}
 
 void LlamaModel::ensure_rope(int64_t max_position) {
   const int64_t needed = max_position + 1;
@@ -246,7 +196,7 @@ LlamaModel::SavedFinal<T> LlamaModel::saved_final(int64_t N) {
 template <typename T>
 void LlamaModel::layer_forward(size_t layer, int64_t rows, const int32_t* positions, const LayerIO<T>& io,
                                const Attend<T>& attend, const char* span_category) {
-  const LayerIndex& li = layers_[layer];
+  const cpu::LlamaLayerIndex& li = index_.layers[layer];
   const int64_t d = config_.hidden_size, F = config_.intermediate_size, D = config_.head_dim;
   const int64_t Hq = config_.num_attention_heads, Hkv = config_.num_key_value_heads;
   const int64_t qkvd = config_.qkv_dim(), qd = config_.q_dim();
@@ -279,7 +229,7 @@ void LlamaModel::forward_impl(const TokenBatch& b, ForwardMode mode, int64_t chu
   const float eps = static_cast<float>(config_.rms_norm_eps);
   cudaStream_t s = stream();
   const Scratch<T> sc = scratch<T>(B, Tn, chunk);
-  const T* head = params_.compute_weight<T>(lm_head_);
+  const T* head = params_.compute_weight<T>(index_.lm_head);
 
   // Where the ids, the saved tensors and the final norm's output go: the scratch arena for a
   // no_grad forward (which must leave a pending train forward's activations alone), the
@@ -307,7 +257,7 @@ void LlamaModel::forward_impl(const TokenBatch& b, ForwardMode mode, int64_t chu
   {
     plugin::TraceSpan span("forward", "embedding forward");
     TraceSync sync(s);
-    embedding_forward<T>(x0, tokens, params_.compute_weight<T>(embed_), N, d, s);
+    embedding_forward<T>(x0, tokens, params_.compute_weight<T>(index_.embed), N, d, s);
   }
   const Attend<T> attend = [&](T* qkv, T* att, float* lse) {
     attention_forward<T>(att, lse, qkv, segments, B, Tn, Hq, Hkv, D, s);
@@ -330,15 +280,15 @@ void LlamaModel::forward_impl(const TokenBatch& b, ForwardMode mode, int64_t chu
   {
     plugin::TraceSpan span("forward", "logprob head forward");
     TraceSync sync(s);
-    residual_rmsnorm_forward<T>(x_final, xn_final, rstd_final, x_prev, delta_prev, params_.value(final_norm_), N, d,
-                                eps, s);
+    residual_rmsnorm_forward<T>(x_final, xn_final, rstd_final, x_prev, delta_prev, params_.value(index_.final_norm), N,
+                                d, eps, s);
     logprob_head_forward<T>(gemm_, sc.logp, head_lse, xn_final, head, targets, N, d, V, chunk, sc.head_workspace, s);
   }
   download_floats(logp, sc.logp, N);
 }
 
 void LlamaModel::forward(const TokenBatch& b, ForwardMode mode, float* logp) {
-  const int64_t max_position = validate(b);
+  const int64_t max_position = cpu::check_token_batch(b, config_, /*need_targets=*/true);
   plugin::require(logp != nullptr, "forward: logp is NULL");
   if (mode == ForwardMode::train) pending_backward_ = false;  // a failure below leaves nothing
   const int64_t chunk = head_chunk_rows(b.rows * b.cols);
@@ -387,15 +337,15 @@ void LlamaModel::backward_impl(const float* dlogp_host) {
     TraceSync sync(s);
     LYRE_CUDA_CHECK(cudaMemsetAsync(dx, 0, static_cast<size_t>(N * d) * sizeof(float), s));
     // The head's gradient is the embedding's when tied: both uses add into it.
-    logprob_head_backward<T>(gemm_, sc.dnorm, params_.grad(lm_head_), sc.logp, fin.xn,
-                             params_.compute_weight<T>(lm_head_), targets, fin.head_lse, N, d, V, saved_chunk_,
+    logprob_head_backward<T>(gemm_, sc.dnorm, params_.grad(index_.lm_head), sc.logp, fin.xn,
+                             params_.compute_weight<T>(index_.lm_head), targets, fin.head_lse, N, d, V, saved_chunk_,
                              sc.head_workspace, s);
-    rmsnorm_backward<T>(dx, params_.grad(final_norm_), sc.dnorm, fin.x, params_.value(final_norm_), fin.rstd, N, d,
-                        s);
+    rmsnorm_backward<T>(dx, params_.grad(index_.final_norm), sc.dnorm, fin.x, params_.value(index_.final_norm),
+                        fin.rstd, N, d, s);
   }
 
   for (int64_t l = config_.num_hidden_layers - 1; l >= 0; --l) {
-    const LayerIndex& li = layers_[static_cast<size_t>(l)];
+    const cpu::LlamaLayerIndex& li = index_.layers[static_cast<size_t>(l)];
     const SavedLayer<T> sv = saved_layer<T>(l, N);
     T* dgu = sc.gu;
     T* datt = sc.att;
@@ -432,7 +382,7 @@ void LlamaModel::backward_impl(const float* dlogp_host) {
   }
   plugin::TraceSpan span("backward", "embedding backward");
   TraceSync sync(s);
-  embedding_backward(params_.grad(embed_), dx, tokens, N, d, s);
+  embedding_backward(params_.grad(index_.embed), dx, tokens, N, d, s);
 }
 
 void LlamaModel::backward(const float* dlogp) {
@@ -445,18 +395,6 @@ void LlamaModel::backward(const float* dlogp) {
     backward_impl<bf16>(dlogp);
   else
     backward_impl<float>(dlogp);
-}
-
-double LlamaModel::train_flops_per_token(int64_t seq_len) const {
-  const double d = static_cast<double>(config_.hidden_size);
-  const double F = static_cast<double>(config_.intermediate_size);
-  const double L = static_cast<double>(config_.num_hidden_layers);
-  const double qkvd = static_cast<double>(config_.qkv_dim());
-  const double qd = static_cast<double>(config_.q_dim());
-  const double V = static_cast<double>(config_.vocab_size);
-  const double matmul_params = L * (d * qkvd + qd * d + 3.0 * d * F) + V * d;
-  const double attention = L * 3.0 * 4.0 * static_cast<double>(seq_len) * qd;
-  return 6.0 * matmul_params + attention;
 }
 
 // generate.cpp runs the layers too.

@@ -27,7 +27,9 @@
 #include "common.hpp"
 #include "device_memory.hpp"
 #include "kernels.hpp"
+#include "model/token_batch.hpp"
 #include "model/llama_config.hpp"
+#include "model/llama_parameters.hpp"
 #include "model/token_sampler.hpp"
 #include "options.hpp"
 #include "parameter_store.hpp"
@@ -36,15 +38,7 @@ namespace lyre::cuda {
 
 enum class ForwardMode { train, no_grad };
 
-// One micro-batch: host int32 arrays of rows*cols, row-major, borrowed for the call (LyreBatch).
-struct TokenBatch {
-  const int32_t* tokens = nullptr;
-  const int32_t* targets = nullptr;  // < 0: no target (logp 0)
-  const int32_t* positions = nullptr;
-  const int32_t* segment_ids = nullptr;
-  int64_t rows = 0;
-  int64_t cols = 0;
-};
+using cpu::TokenBatch;  // one micro-batch of host int32 arrays (model/token_batch.hpp)
 
 class LlamaModel {
  public:
@@ -87,8 +81,8 @@ class LlamaModel {
                 int32_t* out_tokens, int32_t* out_lengths);
 
   // Forward + backward FLOPs per token at seq_len: backend-cpu's count (6 per matmul parameter,
-  // lm head included, plus 3 * 4*T*Hq*D per layer for attention).
-  double train_flops_per_token(int64_t seq_len) const;
+  // lm head included, plus 3 * 4*T*Hq*D per layer for attention; cpu::llama_train_flops_per_token).
+  double train_flops_per_token(int64_t seq_len) const { return cpu::llama_train_flops_per_token(config_, seq_len); }
   int64_t num_parameters() const { return static_cast<int64_t>(params_.total_numel()); }
 
  private:
@@ -141,10 +135,6 @@ class LlamaModel {
    private:
     cudaStream_t stream_;
     bool on_;
-  };
-
-  struct LayerIndex {
-    size_t input_norm, q, k, v, o, post_norm, gate, up, down;
   };
 
   // What one layer's forward reads and writes for `rows` tokens. The residual entering the
@@ -212,8 +202,6 @@ class LlamaModel {
     int32_t* ids;    // (4, N) tokens, targets, positions, segments
   };
 
-  // Checks shapes, ids, positions and segments; returns the largest position.
-  int64_t validate(const TokenBatch& batch) const;
   // Cos/sin tables on the device covering positions [0, max_position]; grows only.
   void ensure_rope(int64_t max_position);
   const float* rope_cos() const { return rope_.data(); }
@@ -267,8 +255,7 @@ class LlamaModel {
   cpu::LlamaConfig config_;
   ModelOptions options_;
   ParameterStore params_;
-  size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // lm_head_ == embed_ when tied
-  std::vector<LayerIndex> layers_;
+  cpu::LlamaParameterIndex index_;  // where each parameter is in params_
   Gemm gemm_;
 
   std::vector<double> inv_freq_;

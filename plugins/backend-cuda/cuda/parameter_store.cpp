@@ -10,16 +10,9 @@ namespace lyre::cuda {
 size_t ParameterStore::add(std::string name, LyreParamKind kind, std::vector<int64_t> shape) {
   if (values_.data() != nullptr)
     throw plugin::Error(LYRE_ERROR_INTERNAL, "backend-cuda: parameter " + name + " added after allocate()");
-  ParameterInfo p;
-  p.name = std::move(name);
-  p.kind = kind;
-  p.shape = std::move(shape);
-  p.numel = 1;
-  for (int64_t s : p.shape) p.numel *= static_cast<size_t>(s);
-  p.offset = total_;
-  total_ += p.numel;
-  infos_.push_back(std::move(p));
-  return infos_.size() - 1;
+  const size_t index = cpu::append_parameter(infos_, std::move(name), kind, std::move(shape));
+  total_ += infos_[index].numel;
+  return index;
 }
 
 void ParameterStore::allocate(cudaStream_t stream) {

@@ -14,17 +14,11 @@
 #include "common.hpp"
 #include "device_memory.hpp"
 #include "lyre/abi.h"
+#include "model/parameter_info.hpp"
 
 namespace lyre::cuda {
 
-struct ParameterInfo {
-  std::string name;  // Hugging Face name
-  LyreParamKind kind = LYRE_PARAM_MATRIX;
-  bool trainable = true;
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // into values(), grads(), lowp()
-  size_t numel = 0;
-};
+using cpu::ParameterInfo;  // offset: into values(), grads(), lowp()
 
 class ParameterStore {
  public:

@@ -48,9 +48,7 @@ namespace {
 
 const Parameter& param_at(LyreModel* m, size_t index) {
   const std::vector<Parameter>& ps = torch_model(m).params();
-  if (index >= ps.size())
-    throw Error(LYRE_ERROR_NOT_FOUND, "parameter index " + std::to_string(index) + " is out of range (the model has " +
-                                          std::to_string(ps.size()) + ")");
+  plugin::require_parameter_index(index, ps.size());
   return ps[index];
 }
 
@@ -60,23 +58,11 @@ at::Tensor param_tensor(const Parameter& p, int32_t which) {
   throw Error(LYRE_ERROR_INVALID_ARGUMENT, "which = " + std::to_string(which) + " (expected 0 = value or 1 = grad)");
 }
 
-std::string shape_string(const int64_t* shape, size_t ndim) {
-  std::string s = "[";
-  for (size_t i = 0; i < ndim; ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // A host, contiguous tensor of the parameter's shape and of a dtype in `accepted`, as a LibTorch
 // tensor over its memory. `accepted_text` lists them for the error.
 at::Tensor host_view(const DLTensor* t, const Parameter& p, const char* what, std::initializer_list<at::ScalarType> accepted,
                      const char* accepted_text) {
-  require(t != nullptr, std::string(what) + " for " + p.name + " is NULL");
-  require(t->device.device_type == kDLCPU, std::string(what) + " for " + p.name + ": expected a host tensor");
-  require(plugin::is_contiguous(*t), std::string(what) + " for " + p.name + ": expected a contiguous tensor");
-  bool same = static_cast<size_t>(t->ndim) == p.shape.size();
-  for (size_t i = 0; same && i < p.shape.size(); ++i) same = t->shape[i] == p.shape[i];
-  require(same, std::string(what) + " for " + p.name + ": shape " + shape_string(t->shape, static_cast<size_t>(t->ndim)) +
-                    ", expected " + shape_string(p.shape.data(), p.shape.size()));
+  void* data = plugin::require_host_tensor(t, p.shape, std::string(what) + " for " + p.name);
   const DLDataType dt = t->dtype;
   at::ScalarType type = at::ScalarType::Undefined;
   if (dt.lanes == 1 && dt.code == kDLFloat && dt.bits == 32) type = at::kFloat;
@@ -86,8 +72,7 @@ at::Tensor host_view(const DLTensor* t, const Parameter& p, const char* what, st
   if (std::find(accepted.begin(), accepted.end(), type) == accepted.end())
     throw Error(LYRE_ERROR_INVALID_ARGUMENT, std::string(what) + " for " + p.name + ": dtype " + plugin::dtype_name(dt) +
                                                  " (accepted: " + accepted_text + ")");
-  require(t->data != nullptr || p.value.numel() == 0, std::string(what) + " for " + p.name + ": data is NULL");
-  return at::from_blob(static_cast<char*>(t->data) + t->byte_offset, p.shape, at::TensorOptions().dtype(type));
+  return at::from_blob(data, p.shape, at::TensorOptions().dtype(type));
 }
 
 // ---- entries ----
@@ -129,12 +114,7 @@ LyreError* parameter(LyreModel_Parameter_Args* args) {
   return plugin::guard([&] {
     LYRE_REQUIRE_ARGS(args, dtype, "backend-torch parameter");
     const Parameter& p = param_at(args->model, args->index);
-    args->name = p.name.c_str();
-    args->kind = p.kind;
-    args->trainable = 1;
-    args->ndim = static_cast<int32_t>(p.shape.size());
-    for (int i = 0; i < 4; ++i) args->shape[i] = i < args->ndim ? p.shape[i] : 0;
-    args->dtype = plugin::DType<float>::value;  // what crosses; fp64 keeps double inside
+    plugin::describe_parameter(*args, p.name, p.kind, /*trainable=*/true, p.shape);  // fp64 keeps double inside
   });
 }
 
@@ -165,41 +145,10 @@ LyreError* forward(LyreModel_Forward_Args* args) {
   return plugin::guard([&] {
     LYRE_REQUIRE_ARGS(args, logp, "backend-torch forward");
     LlamaModel& model = torch_model(args->model);
-    const LyreBatch* b = args->batch;
-    require(b != nullptr, "forward: batch is NULL");
-    LYRE_REQUIRE_ARGS(b, segment_ids, "backend-torch forward batch");
-    TensorView<int32_t> tokens(b->tokens, "batch.tokens");
-    require(tokens.ndim() == 2, "batch.tokens: expected [B,T], got " + tokens.shape_string());
-    const int64_t B = tokens.dim(0), T = tokens.dim(1);
-    TensorView<int32_t> targets(b->targets, "batch.targets");
-    TensorView<int32_t> positions(b->positions, "batch.positions");
-    TensorView<int32_t> segments(b->segment_ids, "batch.segment_ids");
-    targets.expect_shape({B, T});
-    positions.expect_shape({B, T});
-    segments.expect_shape({B, T});
-    // loss_mask is the objective's business; when present it must still be well formed.
-    if (b->struct_size >= offsetof(LyreBatch, loss_mask) + sizeof(void*) && b->loss_mask != nullptr)
-      TensorView<int32_t>(b->loss_mask, "batch.loss_mask").expect_shape({B, T});
-    TensorView<float> logp(args->logp, "logp");
-    logp.expect_shape({B, T});
-
-    bool train;
-    switch (args->mode) {
-      case LYRE_FORWARD_TRAIN: train = true; break;
-      case LYRE_FORWARD_NO_GRAD:
-      case LYRE_FORWARD_ADAPTERS_OFF: train = false; break;  // no adapters: the same pass
-      default:
-        throw Error(LYRE_ERROR_INVALID_ARGUMENT, "forward: mode " + std::to_string(args->mode) +
-                                                     " (expected 0 = train, 1 = no_grad, 2 = adapters_off)");
-    }
-    TokenBatch batch;
-    batch.tokens = tokens.data();
-    batch.targets = targets.data();
-    batch.positions = positions.data();
-    batch.segment_ids = segments.data();
-    batch.rows = B;
-    batch.cols = T;
-    model.forward(batch, train, logp.data());
+    const plugin::ForwardTensors t = plugin::forward_tensors(*args, "backend-torch");
+    const bool train = plugin::is_train_forward(args->mode);  // no adapters: adapters_off is the no_grad pass
+    const TokenBatch batch{t.tokens, t.targets, t.positions, t.segment_ids, t.rows, t.cols};
+    model.forward(batch, train, t.logp);
   });
 }
 
@@ -238,26 +187,10 @@ LyreError* generate(LyreModel_Generate_Args* args) {
   return plugin::guard([&] {
     LYRE_REQUIRE_ARGS(args, out_lengths, "backend-torch generate");
     LlamaModel& model = torch_model(args->model);
-    TensorView<int32_t> prompt(args->prompt, "prompt");
-    require(prompt.ndim() == 2, "prompt: expected [B,Tp], got " + prompt.shape_string());
-    const int64_t B = prompt.dim(0), Tp = prompt.dim(1);
-    require(args->max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got " + std::to_string(args->max_new_tokens));
-    TensorView<int32_t> lengths(args->prompt_lengths, "prompt_lengths");
-    lengths.expect_shape({B});
-    TensorView<int32_t> out_tokens(args->out_tokens, "out_tokens");
-    out_tokens.expect_shape({B, args->max_new_tokens});
-    TensorView<int32_t> out_lengths(args->out_lengths, "out_lengths");
-    out_lengths.expect_shape({B});
-    SamplingOptions sampling;  // NULL = greedy
-    if (args->sampling != nullptr) {
-      LYRE_REQUIRE_ARGS(args->sampling, seed, "backend-torch generate sampling");
-      sampling.temperature = args->sampling->temperature;
-      sampling.top_k = args->sampling->top_k;
-      sampling.top_p = args->sampling->top_p;
-      sampling.seed = args->sampling->seed;
-    }
-    model.generate(prompt.data(), lengths.data(), B, Tp, args->max_new_tokens, args->eos_token_id, sampling,
-                   out_tokens.data(), out_lengths.data());
+    const plugin::GenerateTensors t = plugin::generate_tensors(*args, "backend-torch");
+    const SamplingOptions sampling{t.sampling.temperature, t.sampling.top_k, t.sampling.top_p, t.sampling.seed};
+    model.generate(t.prompt, t.prompt_lengths, t.rows, t.prompt_cols, args->max_new_tokens, args->eos_token_id,
+                   sampling, t.out_tokens, t.out_lengths);
   });
 }
 

@@ -1,5 +1,7 @@
 // Header-only C++ helpers for lyre plugin authors: the export macro, the host handle, errors that
-// become LyreError* at the boundary, checked tensor views over DLTensor, and profiler spans.
+// become LyreError* at the boundary, checked tensor views over DLTensor, the checks every
+// backend's Model slot makes of its arguments (and WriteTensor's 16-bit conversions), and
+// profiler spans.
 //
 // A plugin includes this header (and abi.h through it), never anything of the host.
 //
@@ -28,12 +30,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "lyre/abi.h"
 
@@ -162,6 +166,13 @@ inline int64_t numel(const DLTensor& t) {
   return n;
 }
 
+// "[2,3]": a shape as errors print it.
+inline std::string shape_string(const int64_t* shape, int64_t ndim) {
+  std::string s = "[";
+  for (int64_t i = 0; i < ndim; ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 inline bool is_contiguous(const DLTensor& t) {
   if (t.strides == nullptr) return true;
   int64_t expected = 1;
@@ -201,18 +212,11 @@ class TensorView {
     return *this;
   }
 
-  std::string shape_string() const {
-    std::string s = "[";
-    for (int i = 0; i < tensor_->ndim; ++i) s += (i ? "," : "") + std::to_string(tensor_->shape[i]);
-    return s + "]";
-  }
+  std::string shape_string() const { return plugin::shape_string(tensor_->shape, tensor_->ndim); }
 
  private:
   static std::string shape_string(std::initializer_list<int64_t> shape) {
-    std::string s = "[";
-    int i = 0;
-    for (int64_t v : shape) s += (i++ ? "," : "") + std::to_string(v);
-    return s + "]";
+    return plugin::shape_string(shape.begin(), static_cast<int64_t>(shape.size()));
   }
 
   const DLTensor* tensor_ = nullptr;
@@ -240,6 +244,185 @@ struct OwnedShapeTensor {
   OwnedShapeTensor& operator=(const OwnedShapeTensor&) = delete;
   const DLTensor* get() const { return &tensor; }
 };
+
+// ---- The Model slot's arguments ----
+// What abi.h asks of every backend's LyreModel entries, checked and worded alike in each: the
+// parameter index and tensors of Parameter / ReadTensor / WriteTensor (whose sources may be
+// float32, bfloat16 or float16), forward's batch and mode, generate's tensors.
+
+// Throws Error(NOT_FOUND) unless `index` names one of the model's `count` parameters.
+inline void require_parameter_index(size_t index, size_t count) {
+  if (index >= count)
+    throw Error(LYRE_ERROR_NOT_FOUND, "parameter index " + std::to_string(index) + " is out of range (the model has " +
+                                          std::to_string(count) + ")");
+}
+
+// Fills the outputs of LyreModel_Parameter_Args; `name` must live as long as the model. The
+// dtype is float32, what crosses ReadTensor and WriteTensor whatever the backend keeps inside.
+inline void describe_parameter(LyreModel_Parameter_Args& args, const std::string& name, LyreParamKind kind,
+                               bool trainable, const std::vector<int64_t>& shape) {
+  args.name = name.c_str();
+  args.kind = kind;
+  args.trainable = trainable ? 1 : 0;
+  args.ndim = static_cast<int32_t>(shape.size());
+  for (int i = 0; i < 4; ++i) args.shape[i] = i < args.ndim ? shape[i] : 0;
+  args.dtype = DType<float>::value;
+}
+
+// Throws Error(INVALID_ARGUMENT) unless `t` is a host, contiguous tensor of exactly `shape` with
+// data (NULL only without elements); the dtype is the caller's to check. `what` begins every
+// message ("write_tensor src for model.norm.weight"). Returns the data, byte_offset applied.
+inline void* require_host_tensor(const DLTensor* t, const std::vector<int64_t>& shape, const std::string& what) {
+  require(t != nullptr, what + " is NULL");
+  require(t->device.device_type == kDLCPU, what + ": expected a host tensor");
+  require(is_contiguous(*t), what + ": expected a contiguous tensor");
+  bool same = static_cast<size_t>(t->ndim) == shape.size();
+  for (size_t i = 0; same && i < shape.size(); ++i) same = t->shape[i] == shape[i];
+  require(same, what + ": shape " + shape_string(t->shape, t->ndim) + ", expected " +
+                    shape_string(shape.data(), static_cast<int64_t>(shape.size())));
+  int64_t count = 1;
+  for (int64_t s : shape) count *= s;
+  require(t->data != nullptr || count == 0, what + ": data is NULL");
+  return static_cast<char*>(t->data) + t->byte_offset;
+}
+
+// bfloat16 bits -> float, exactly: a bfloat16 is the upper half of a float.
+inline float bfloat16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// IEEE binary16 bits -> float, exactly: signed zeros, subnormals, infinities and NaNs (payload
+// kept) included.
+inline float float16_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // inf, nan
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;  // signed zero
+  } else {
+    // Subnormal half: shift the mantissa up until its leading one becomes the implicit bit.
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Writes the first `count` elements of the host tensor `src` to `dst` as float: the dtypes every
+// WriteTensor accepts, float32 copied, bfloat16 and float16 widened exactly. Any other dtype
+// throws Error(INVALID_ARGUMENT) "<what>: dtype ... (accepted: ...)". Checks no shape or device:
+// require_host_tensor first.
+inline void copy_to_float(const DLTensor& src, float* dst, size_t count, const std::string& what) {
+  const DLDataType t = src.dtype;
+  const char* base = static_cast<const char*>(src.data) + src.byte_offset;
+  if (same_dtype(t, DType<float>::value)) {
+    if (count > 0) std::memcpy(dst, base, count * sizeof(float));
+  } else if (t.code == kDLBfloat && t.bits == 16 && t.lanes == 1) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(base);
+    for (size_t i = 0; i < count; ++i) dst[i] = bfloat16_to_float(h[i]);
+  } else if (t.code == kDLFloat && t.bits == 16 && t.lanes == 1) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(base);
+    for (size_t i = 0; i < count; ++i) dst[i] = float16_to_float(h[i]);
+  } else {
+    throw Error(LYRE_ERROR_INVALID_ARGUMENT,
+                what + ": dtype " + dtype_name(t) + " (accepted: float32, bfloat16, float16)");
+  }
+}
+
+// The arrays of LyreModel_Forward_Args, checked: the batch's tokens [B,T] and its targets,
+// positions and segment_ids of that shape, all host int32; its loss_mask likewise when given
+// (the objective's business, but it must be well formed); logp host float32 [B,T]. The ids
+// themselves are the model's to check.
+struct ForwardTensors {
+  const int32_t* tokens;
+  const int32_t* targets;
+  const int32_t* positions;
+  const int32_t* segment_ids;
+  float* logp;
+  int64_t rows, cols;  // B, T
+};
+
+// `plugin_name` begins the error of a batch struct too small ("backend-cpu forward batch: ...").
+inline ForwardTensors forward_tensors(const LyreModel_Forward_Args& args, const std::string& plugin_name) {
+  const LyreBatch* b = args.batch;
+  require(b != nullptr, "forward: batch is NULL");
+  LYRE_REQUIRE_ARGS(b, segment_ids, (plugin_name + " forward batch").c_str());
+  TensorView<int32_t> tokens(b->tokens, "batch.tokens");
+  require(tokens.ndim() == 2, "batch.tokens: expected [B,T], got " + tokens.shape_string());
+  const int64_t B = tokens.dim(0), T = tokens.dim(1);
+  TensorView<int32_t> targets(b->targets, "batch.targets");
+  TensorView<int32_t> positions(b->positions, "batch.positions");
+  TensorView<int32_t> segments(b->segment_ids, "batch.segment_ids");
+  targets.expect_shape({B, T});
+  positions.expect_shape({B, T});
+  segments.expect_shape({B, T});
+  if (b->struct_size >= offsetof(LyreBatch, loss_mask) + sizeof(void*) && b->loss_mask != nullptr)
+    TensorView<int32_t>(b->loss_mask, "batch.loss_mask").expect_shape({B, T});
+  TensorView<float> logp(args.logp, "logp");
+  logp.expect_shape({B, T});
+  return {tokens.data(), targets.data(), positions.data(), segments.data(), logp.data(), B, T};
+}
+
+// Whether LyreModel_Forward_Args.mode asks for a train forward, to a backend without adapters
+// (for which ADAPTERS_OFF is the NO_GRAD pass). Throws Error(INVALID_ARGUMENT) for any other value.
+inline bool is_train_forward(int32_t mode) {
+  switch (mode) {
+    case LYRE_FORWARD_TRAIN: return true;
+    case LYRE_FORWARD_NO_GRAD:
+    case LYRE_FORWARD_ADAPTERS_OFF: return false;
+    default:
+      throw Error(LYRE_ERROR_INVALID_ARGUMENT, "forward: mode " + std::to_string(mode) +
+                                                   " (expected 0 = train, 1 = no_grad, 2 = adapters_off)");
+  }
+}
+
+// The arrays of LyreModel_Generate_Args, checked: prompt host int32 [B,Tp], prompt_lengths [B],
+// out_tokens [B, max_new_tokens] (max_new_tokens >= 0), out_lengths [B]; and the sampling
+// parameters, greedy ones (temperature 0, top_k 0, top_p 1, seed 0) when NULL. The lengths and
+// ids themselves are the model's to check.
+struct GenerateTensors {
+  const int32_t* prompt;
+  const int32_t* prompt_lengths;
+  int32_t* out_tokens;
+  int32_t* out_lengths;
+  int64_t rows, prompt_cols;  // B, Tp
+  LyreSamplingParams sampling;
+};
+
+// `plugin_name` begins the error of a sampling struct too small ("backend-cpu generate sampling: ...").
+inline GenerateTensors generate_tensors(const LyreModel_Generate_Args& args, const std::string& plugin_name) {
+  TensorView<int32_t> prompt(args.prompt, "prompt");
+  require(prompt.ndim() == 2, "prompt: expected [B,Tp], got " + prompt.shape_string());
+  const int64_t B = prompt.dim(0), Tp = prompt.dim(1);
+  require(args.max_new_tokens >= 0,
+          "generate: max_new_tokens must be >= 0, got " + std::to_string(args.max_new_tokens));
+  TensorView<int32_t> lengths(args.prompt_lengths, "prompt_lengths");
+  lengths.expect_shape({B});
+  TensorView<int32_t> out_tokens(args.out_tokens, "out_tokens");
+  out_tokens.expect_shape({B, args.max_new_tokens});
+  TensorView<int32_t> out_lengths(args.out_lengths, "out_lengths");
+  out_lengths.expect_shape({B});
+  LyreSamplingParams sampling{sizeof(LyreSamplingParams), 0.0f, 0, 1.0f, 0};
+  if (args.sampling != nullptr) {
+    LYRE_REQUIRE_ARGS(args.sampling, seed, (plugin_name + " generate sampling").c_str());
+    sampling.temperature = args.sampling->temperature;
+    sampling.top_k = args.sampling->top_k;
+    sampling.top_p = args.sampling->top_p;
+    sampling.seed = args.sampling->seed;
+  }
+  return {prompt.data(), lengths.data(), out_tokens.data(), out_lengths.data(), B, Tp, sampling};
+}
 
 // ---- Profiler spans ----
 
