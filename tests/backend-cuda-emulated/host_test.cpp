@@ -4,8 +4,6 @@
 // the `lyre` binary: a checkpoint of backend-cuda resumes on backend-cuda bit for bit (the
 // emulation is deterministic: the whole state is in the checkpoint) and moves to and from
 // backend-cpu.
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -21,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "../run_lyre.hpp"
 #include "plugin/handles.hpp"
 #include "plugin/plugin_host.hpp"
 
@@ -54,33 +53,6 @@ void randomize(Model& model, uint64_t seed) {
     for (float& x : v) x = p.kind == LYRE_PARAM_NORM ? 1.0f + 0.1f * normal(rng) : scale * normal(rng);
     model.write(p.index, v);
   }
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// `lyre ARGS...` in `dir`, stdout and stderr to `log`, the emulation first on the search path.
-int run_lyre(const fs::path& dir, const std::vector<std::string>& args, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ::dup2(fd, 1) < 0 || ::dup2(fd, 2) < 0) ::_exit(126);
-    if (::chdir(dir.c_str()) != 0) ::_exit(126);
-    ::setenv("LYRE_PLUGIN_PATH", kSearchPath.c_str(), 1);
-    const std::string lyre = LYRE_BINARY_DIR "/bin/lyre";
-    std::vector<char*> argv{const_cast<char*>(lyre.c_str())};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(lyre.c_str(), argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return status;
 }
 
 // "abc=" -> "cba" records.
@@ -126,12 +98,12 @@ std::string train(const fs::path& dir, const std::string& backend, const std::st
       {"checkpointer", {{"save_dir", "ckpt"}, {"save_interval", 10}, {"max_to_keep", 3}}},
   };
   std::ofstream(dir / "run.json") << config.dump(2);
-  const fs::path log = dir / log_name;
-  const int status = run_lyre(dir, {"train", "run.json"}, log);
-  const std::string text = read_text(log);
+  // The emulation first on the search path.
+  const lyre::test::LyreRun run = lyre::test::run_lyre({"train", "run.json"}, {{"LYRE_PLUGIN_PATH", kSearchPath}}, dir);
+  std::ofstream(dir / log_name) << run.output;
+  const std::string& text = run.output;
   INFO(text);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(run.status == 0);
   REQUIRE(text.find("backend backend-" + backend + " (") != std::string::npos);
   return text;
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../run_lyre.hpp"
 #include "plugin/plugin_host.hpp"
 
 namespace fs = std::filesystem;
@@ -61,10 +62,7 @@ MachineDriver machine_driver() {
   return d;
 }
 
-struct Run {
-  int status = -1;  // the exit status, or -1 when it did not exit normally
-  std::string output;  // stdout and stderr
-};
+using Run = lyre::test::LyreRun;
 
 // Runs `lyre ARGS...` in `dir` with LYRE_PLUGIN_PATH = plugin_path and `env` added. With
 // `fake_driver`, the fake libcuda.so.1 is first on LD_LIBRARY_PATH and answers from `fake_driver`
@@ -72,36 +70,13 @@ struct Run {
 Run run_lyre(const std::vector<std::string>& args, const std::string& plugin_path = kPluginDir,
              const char* fake_driver = nullptr, const std::map<std::string, std::string>& env = {},
              const fs::path& dir = fs::temp_directory_path()) {
-  int pipe_fds[2];
-  REQUIRE(::pipe(pipe_fds) == 0);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(pipe_fds[0]);
-    if (::dup2(pipe_fds[1], 1) < 0 || ::dup2(pipe_fds[1], 2) < 0 || ::chdir(dir.c_str()) != 0) ::_exit(126);
-    ::setenv("LYRE_PLUGIN_PATH", plugin_path.c_str(), 1);
-    if (fake_driver != nullptr) {
-      ::setenv("LD_LIBRARY_PATH", LYRE_FAKE_DRIVER_DIR, 1);
-      ::setenv("LYRE_FAKE_LIBCUDA", fake_driver, 1);
-    }
-    for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
-    const std::string lyre = LYRE_BINARY_DIR "/bin/lyre";
-    std::vector<char*> argv{const_cast<char*>(lyre.c_str())};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(lyre.c_str(), argv.data());
-    ::_exit(127);
+  std::map<std::string, std::string> all{{"LYRE_PLUGIN_PATH", plugin_path}};
+  if (fake_driver != nullptr) {
+    all["LD_LIBRARY_PATH"] = LYRE_FAKE_DRIVER_DIR;
+    all["LYRE_FAKE_LIBCUDA"] = fake_driver;
   }
-  ::close(pipe_fds[1]);
-  Run run;
-  char buffer[4096];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;)
-    run.output.append(buffer, static_cast<size_t>(n));
-  ::close(pipe_fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  run.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  for (const auto& [key, value] : env) all[key] = value;
+  return lyre::test::run_lyre(args, all, dir);
 }
 
 // One backend's line of `lyre plugins`: "  score:       0 (cannot run here: <reason>)" or

@@ -1,7 +1,5 @@
 // End to end through the `lyre` binary: `lyre train CONFIG --set backend=torch` trains on
 // backend-torch and its loss falls, and a checkpoint of either backend resumes on the other.
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -17,16 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../run_lyre.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // `count` reversal records ("abc=" -> "cba").
 void write_reversal_jsonl(const fs::path& path, int count) {
@@ -37,26 +30,6 @@ void write_reversal_jsonl(const fs::path& path, int count) {
     for (int n = 3 + static_cast<int>(rng() % 3); n > 0; --n) w += static_cast<char>('a' + rng() % 6);
     out << "{\"prompt\": \"" << w << "=\", \"completion\": \"" << std::string(w.rbegin(), w.rend()) << "\"}\n";
   }
-}
-
-// Runs `lyre ARGS...` in `dir` with stdout and stderr in `log`; returns the exit status.
-int run_lyre(const fs::path& dir, const std::vector<std::string>& args, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || ::dup2(fd, 1) < 0 || ::dup2(fd, 2) < 0) ::_exit(126);
-    if (::chdir(dir.c_str()) != 0) ::_exit(126);
-    ::setenv("LYRE_PLUGIN_PATH", LYRE_TEST_PLUGIN_DIR, 1);
-    const std::string lyre = LYRE_BINARY_DIR "/bin/lyre";
-    std::vector<char*> argv{const_cast<char*>(lyre.c_str())};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(lyre.c_str(), argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return status;
 }
 
 // A run directory with data, a tiny model and run.json (AdamW, `steps` steps, a loss line per
@@ -88,12 +61,12 @@ fs::path write_run(const std::string& name, int steps, bool checkpoints) {
 // Runs `lyre train run.json --set backend=BACKEND` in `dir`; returns its log, having required
 // that it ran on that backend and exited 0.
 std::string train(const fs::path& dir, const std::string& backend, const std::string& log_name) {
-  const fs::path log = dir / log_name;
-  const int status = run_lyre(dir, {"train", "run.json", "--set", "backend=" + backend}, log);
-  const std::string text = read_text(log);
+  const lyre::test::LyreRun run = lyre::test::run_lyre({"train", "run.json", "--set", "backend=" + backend},
+                                                       {{"LYRE_PLUGIN_PATH", LYRE_TEST_PLUGIN_DIR}}, dir);
+  std::ofstream(dir / log_name) << run.output;
+  const std::string& text = run.output;
   INFO(text);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(run.status == 0);
   REQUIRE(text.find("backend backend-" + backend + " (") != std::string::npos);
   return text;
 }
