@@ -2,6 +2,7 @@
 // LyreError into a PluginError that names the plugin and the call.
 #include "plugin/checkpointer_handle.hpp"
 
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -120,7 +121,13 @@ std::vector<CheckpointEntry> Checkpointer::list() {
   try {
     const nlohmann::json j = nlohmann::json::parse(args.json);
     if (!j.is_array()) throw std::runtime_error("expected an array");
-    for (const auto& e : j) out.push_back({e.at("step").get<int64_t>(), e.at("path").get<std::string>()});
+    for (const auto& e : j) {
+      const auto& step = e.at("step");
+      // Checked first: get<int64_t> of a float out of range is undefined behaviour, not an error.
+      if (!step.is_number_integer() || (step.is_number_unsigned() && step.get<uint64_t>() > uint64_t(INT64_MAX)))
+        throw std::runtime_error("\"step\" " + step.dump() + " is not an integer");
+      out.push_back({step.get<int64_t>(), e.at("path").get<std::string>()});
+    }
   } catch (const std::exception& e) {
     throw PluginError(LYRE_ERROR_INTERNAL, context + "returned malformed JSON (" + e.what() + "): " + args.json);
   }

@@ -1,6 +1,7 @@
 #include "train/checkpoint_state.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <set>
@@ -30,17 +31,32 @@ json step_json(const StepRecord& r) {
           {"positions", r.positions}, {"samples", r.samples}, {"step_seconds", r.step_seconds}};
 }
 
+// Fields of trainer_state.json, type-checked before conversion: a float where an integer belongs
+// (3e20 as a step) would be undefined behaviour in get<int64_t>, not an error.
+int64_t integer_field(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+    throw json::type_error::create(302, std::string("\"") + key + "\" is " + v.dump() + ", not an integer", &v);
+  return v.get<int64_t>();
+}
+
+double number_field(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number()) throw json::type_error::create(302, std::string("\"") + key + "\" is " + v.dump() + ", not a number", &v);
+  return v.get<double>();
+}
+
 StepRecord step_from_json(const json& j) {
   StepRecord r;
-  r.step = j.at("step").get<int64_t>();
-  r.epoch = j.at("epoch").get<int64_t>();
-  r.loss = j.at("loss").get<double>();
-  r.learning_rate = j.at("learning_rate").get<double>();
-  r.grad_norm = j.at("grad_norm").get<double>();
-  r.tokens = j.at("tokens").get<int64_t>();
-  r.positions = j.at("positions").get<int64_t>();
-  r.samples = j.at("samples").get<int64_t>();
-  r.step_seconds = j.at("step_seconds").get<double>();
+  r.step = integer_field(j, "step");
+  r.epoch = integer_field(j, "epoch");
+  r.loss = number_field(j, "loss");
+  r.learning_rate = number_field(j, "learning_rate");
+  r.grad_norm = number_field(j, "grad_norm");
+  r.tokens = integer_field(j, "tokens");
+  r.positions = integer_field(j, "positions");
+  r.samples = integer_field(j, "samples");
+  r.step_seconds = number_field(j, "step_seconds");
   return r;
 }
 
@@ -51,11 +67,11 @@ json eval_json(const EvalRecord& e) {
 
 EvalRecord eval_from_json(const json& j) {
   EvalRecord e;
-  e.step = j.at("step").get<int64_t>();
-  e.loss = j.at("loss").get<double>();
-  e.perplexity = j.at("perplexity").get<double>();
-  e.samples = j.at("samples").get<int64_t>();
-  e.loss_tokens = j.at("loss_tokens").get<int64_t>();
+  e.step = integer_field(j, "step");
+  e.loss = number_field(j, "loss");
+  e.perplexity = number_field(j, "perplexity");
+  e.samples = integer_field(j, "samples");
+  e.loss_tokens = integer_field(j, "loss_tokens");
   return e;
 }
 
@@ -146,7 +162,7 @@ ResumePoint restore_checkpoint(const LoadedCheckpoint& checkpoint, const std::st
          ", expected \"" + checkpoint_layout::kFormat + "\"");
   }
   if (!meta.contains("format_version") || !meta["format_version"].is_number_integer() ||
-      meta["format_version"].get<int>() > checkpoint_layout::kFormatVersion) {
+      meta["format_version"].get<int64_t>() > checkpoint_layout::kFormatVersion) {
     fail("format_version " + shown(meta.value("format_version", json())) + " is newer than this lyre reads (" +
          std::to_string(checkpoint_layout::kFormatVersion) + ")");
   }
@@ -214,7 +230,7 @@ ResumePoint restore_checkpoint(const LoadedCheckpoint& checkpoint, const std::st
 
   ResumePoint point;
   try {
-    point.step = meta.at("step").get<int64_t>();
+    point.step = integer_field(meta, "step");
     point.data = DataloaderState::from_json(meta.at("data"), "checkpoint " + where + " \"data\"");
     for (const json& r : meta.at("log_history")) point.history.push_back(step_from_json(r));
     for (const json& e : meta.value("eval_history", json::array())) point.evals.push_back(eval_from_json(e));

@@ -104,6 +104,11 @@ std::optional<int64_t> ConfigReader::get_optional_int(const std::string& key, in
   bool whole = v->is_number_integer() ||
                (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>());
   if (!whole) fail(key, "must be an integer, got " + type_name(*v));
+  // Out of int64 range (1e30, or an unsigned above 2^63) is refused before any conversion,
+  // which would be undefined behaviour for a double.
+  const bool in_range = v->is_number_float() ? std::fabs(v->get<double>()) < 9.2e18
+                                             : !v->is_number_unsigned() || v->get<uint64_t>() <= uint64_t(INT64_MAX);
+  if (!in_range) fail(key, "is " + v->dump() + ", too large for an integer");
   int64_t i = v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>();
   if (i < min) fail(key, "must be at least " + std::to_string(min) + ", got " + std::to_string(i));
   return i;

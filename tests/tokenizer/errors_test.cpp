@@ -90,6 +90,30 @@ TEST_CASE("bad vocabulary ids and merges of the wrong shape are refused") {
   CHECK_THAT(load_error(dir, replace(seed, "\"vocab\": {", "\"vocab\": 3, \"x\": {")), Contains("model has no \"vocab\" object"));
 }
 
+TEST_CASE("numbers that are not small integers are refused by name, never converted") {
+  // Converting a float like 3.3e20 to an int is undefined behaviour (the fuzzer found it); each
+  // integer field is checked before it is read.
+  TempDir dir;
+  const std::string seed = read(kSeed);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {replace(seed, "\"<unk>\": 0", "\"<unk>\": 3.3e20"), "vocab entry \"<unk>\" has a non-integer id 3.3e+20"},
+      {replace(seed, "\"<unk>\": 0", "\"<unk>\": 18446744073709551615"), "\"<unk>\" has id 18446744073709551615, out of range"},
+      {replace(seed, "\"id\": 1,", "\"id\": 1.5,"), "added token \"<s>\" has a non-integer id 1.5"},
+      {replace(seed, "\"ids\": [\n     1\n    ]", "\"ids\": [\n     -1e30\n    ]"),
+       "TemplateProcessing special token \"<s>\" has a non-integer id -1e+30"},
+      {replace(seed, "\"ids\": [\n     1\n    ]", "\"ids\": 1"), "special token \"<s>\" has no \"ids\" array"},
+      {replace(seed, "\"start\": 1", "\"start\": 3.5e20"), "\"start\" is 3.5e+20, not an integer in [0, 1024]"},
+      {replace(seed, "\"stop\": 0", "\"stop\": -2"), "\"stop\" is -2, not an integer in [0, 1024]"},
+  };
+  for (const auto& [text, problem] : cases) {
+    REQUIRE(text != seed);
+    const std::string msg = load_error(dir, text);
+    INFO(msg);
+    CHECK_THAT(msg, Contains(dir.file("tokenizer.json")));
+    CHECK_THAT(msg, Contains(problem));
+  }
+}
+
 TEST_CASE("a directory without tokenizer files says which files it looked for") {
   TempDir dir;
   try {

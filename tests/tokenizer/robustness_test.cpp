@@ -88,6 +88,12 @@ TEST_CASE("the fuzz seed tokenizer.json files load and tokenize as written") {
   size_t n = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     INFO(e.path().string());
+    if (e.path().filename().string().rfind("regression_", 0) == 0) {
+      // Inputs that once crashed a loader are kept for the fuzzer to replay; they must be refused
+      // with the file's name, never loaded.
+      CHECK_THROWS_WITH(load_tokenizer(e.path().string()), Catch::Contains(e.path().string() + ": "));
+      continue;
+    }
     const auto tok = load_tokenizer(e.path().string());
     for (const std::string s : {"the lower hi", "a hi bc", ""}) CHECK(tok->decode(tok->encode_ids(s), true) == s);
     ++n;

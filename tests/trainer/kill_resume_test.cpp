@@ -209,4 +209,18 @@ TEST_CASE("resuming with another model or optimizer is refused, naming the diffe
   INFO(log);
   CHECK(WEXITSTATUS(status) == 2);
   CHECK(log.find("checkpoint step_00000040 is at step 40, beyond this run's 30 steps") != std::string::npos);
+
+  // An edited trainer_state.json with a float where an integer belongs is refused by key, not
+  // converted (a float such as 3e20 read as int64 would be undefined behaviour).
+  const std::string state_path = save_dir + "/step_00000040/trainer_state.json";
+  json state = json::parse(read_text(state_path));
+  state["log_history"][3]["tokens"] = 3e20;
+  std::ofstream(state_path) << state.dump();
+  const std::string edited = write_run(runs.dir, "edited", save_dir);
+  status = wait_status(start_lyre(edited, runs.dir + "/edited.log"));
+  log = read_text(runs.dir + "/edited.log");
+  INFO(log);
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(log.find("checkpoint step_00000040: trainer_state.json: [json.exception.type_error.302] \"tokens\" is 3e+20, not an integer") !=
+        std::string::npos);
 }

@@ -108,6 +108,9 @@ TEST_CASE("a mistyped value is an error that names the key and the value") {
   auto d = minimal_config();
   d["optimizer"]["learning_rate"] = "fast";
   CHECK(parse_error(d) == "/tmp/run.json: \"optimizer.learning_rate\" must be a number, got a string (\"fast\")");
+  auto big = minimal_config();
+  big["steps"] = 1e30;  // whole, but no int64 holds it: refused before any conversion
+  CHECK(parse_error(big) == "/tmp/run.json: \"steps\" is 1e+30, too large for an integer");
   auto e = minimal_config();
   e["log_steps_interval"] = 0;
   CHECK(parse_error(e) == "/tmp/run.json: \"log_steps_interval\" must be at least 1, got 0");

@@ -37,6 +37,22 @@ struct Parser {
     if (!it->is_string()) fail(std::string("\"") + key + "\" is not a string");
     return it->get<std::string>();
   }
+  // A token id: an integer in [0, kMaxId). Checked before conversion, since converting a
+  // float such as 3e20 to an integer is undefined behaviour, not an error.
+  int32_t token_id(const json& v, const std::string& what) const {
+    if (!v.is_number_integer()) fail(what + " has a non-integer id " + v.dump());
+    const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxId) ? kMaxId : v.get<int64_t>();
+    if (id < 0 || id >= kMaxId) fail(what + " has id " + v.dump() + ", out of range");
+    return static_cast<int32_t>(id);
+  }
+  // An optional small non-negative integer (decoder Strip's start/stop), 0 when absent.
+  int small_count(const json& j, const char* key) const {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return 0;
+    if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0) || it->get<uint64_t>() > 1024)
+      fail(std::string("\"") + key + "\" is " + it->dump() + ", not an integer in [0, 1024]");
+    return static_cast<int>(it->get<int64_t>());
+  }
   bool flag(const json& j, const char* key, bool fallback) const {
     const auto it = j.find(key);
     if (it == j.end() || it->is_null()) return fallback;
@@ -192,8 +208,8 @@ struct Parser {
     } else if (type == "Strip") {
       DecoderStep d{K::Strip};
       d.from = str(j, "content", " ");
-      d.start = j.value("start", 0);
-      d.stop = j.value("stop", 0);
+      d.start = small_count(j, "start");
+      d.stop = small_count(j, "stop");
       cfg.decoders.push_back(d);
     } else if (type == "Metaspace") {
       DecoderStep d{K::Metaspace};
@@ -230,14 +246,21 @@ struct Parser {
           const auto st = specials.find(name);
           if (st == specials.end() || !st->contains("ids"))
             fail("TemplateProcessing names special token \"" + name + "\" missing from its special_tokens");
-          for (const json& id : (*st)["ids"]) (seen_sequence ? suffix : prefix).push_back(id.get<int32_t>());
+          const json& ids = (*st)["ids"];
+          if (!ids.is_array()) fail("TemplateProcessing special token \"" + name + "\" has no \"ids\" array");
+          for (const json& id : ids)
+            (seen_sequence ? suffix : prefix).push_back(token_id(id, "TemplateProcessing special token \"" + name + "\""));
         } else {
           fail("TemplateProcessing item is neither Sequence nor SpecialToken");
         }
       }
     } else if (type == "BertProcessing" || type == "RobertaProcessing") {
-      prefix.push_back(j.at("cls").at(1).get<int32_t>());
-      suffix.push_back(j.at("sep").at(1).get<int32_t>());
+      for (const char* key : {"cls", "sep"}) {
+        const auto it = j.find(key);
+        if (it == j.end() || !it->is_array() || it->size() != 2)
+          fail(type + " has no \"" + key + "\" pair [token, id]");
+        (std::string(key) == "cls" ? prefix : suffix).push_back(token_id((*it)[1], type + " \"" + key + "\""));
+      }
     } else {
       fail("unsupported post_processor type \"" + type + "\"");
     }
@@ -250,9 +273,7 @@ struct Parser {
     const auto vocab = m.find("vocab");
     if (vocab == m.end() || !vocab->is_object()) fail("model has no \"vocab\" object");
     for (const auto& [token, id] : vocab->items()) {
-      if (!id.is_number_integer()) fail("vocab entry \"" + token + "\" has a non-integer id");
-      const int64_t v = id.get<int64_t>();
-      if (v < 0 || v >= kMaxId) fail("vocab entry \"" + token + "\" has id " + std::to_string(v) + ", out of range");
+      const int32_t v = token_id(id, "vocab entry \"" + token + "\"");
       if (static_cast<size_t>(v) >= cfg.vocab.size()) cfg.vocab.resize(static_cast<size_t>(v) + 1);
       cfg.vocab[v] = token;
     }
@@ -283,7 +304,7 @@ struct Parser {
     if (!unk.empty()) {
       const auto it = vocab->find(unk);
       if (it == vocab->end()) fail("unk_token \"" + unk + "\" is not in the vocabulary");
-      cfg.unk_id = it->get<int32_t>();
+      cfg.unk_id = token_id(*it, "unk_token \"" + unk + "\"");
     }
   }
 
@@ -294,9 +315,8 @@ struct Parser {
       if (!t.is_object() || !t.contains("id") || !t.contains("content")) fail("added token " + t.dump() + " lacks id or content");
       AddedToken a;
       a.content = str(t, "content");
-      const int64_t id = t["id"].get<int64_t>();
-      if (id < 0 || id >= kMaxId) fail("added token \"" + a.content + "\" has id " + std::to_string(id) + ", out of range");
-      a.id = static_cast<int32_t>(id);
+      const int32_t id = token_id(t["id"], "added token \"" + a.content + "\"");
+      a.id = id;
       a.special = flag(t, "special", false);
       a.lstrip = flag(t, "lstrip", false);
       a.rstrip = flag(t, "rstrip", false);
