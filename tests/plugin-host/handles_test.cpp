@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "plugin/checkpointer_handle.hpp"
 #include "plugin/error.hpp"
 #include "plugin/handles.hpp"
 #include "test_support.hpp"
@@ -236,4 +237,24 @@ TEST_CASE("a library stays loaded while an object it made lives, even after the 
     if (line.find("[test-good] shutdown") != std::string::npos) shutdowns.push_back(line);
   }
   CHECK(shutdowns == std::vector<std::string>{"[test-good] shutdown with 0 live objects"});
+}
+
+TEST_CASE("a checkpointer's list answer is checked: a step that is not an integer is refused with the text") {
+  PluginRegistry registry = PluginRegistry::discover({LYRE_HOST_TEST_CHECKPOINTER_DIR});
+  const auto plugin = registry.checkpointer("test-lying");
+  const std::vector<CheckpointEntry> listed = Checkpointer(plugin, R"({"list": [{"step": 3, "path": "/c/step_3"}]})").list();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].step == 3);
+  CHECK(listed[0].path == "/c/step_3");
+  // 3e20 as an int64 would be undefined behaviour; 2^64 - 1 would read as -1.
+  for (const char* step : {"3e20", "2.5", "18446744073709551615", "\"7\""}) {
+    INFO(step);
+    Checkpointer lying(plugin, std::string(R"({"list": [{"step": )") + step + R"(, "path": "p"}]})");
+    const PluginError e = plugin_error_of([&] { lying.list(); });
+    CHECK(e.code() == LYRE_ERROR_INTERNAL);
+    CHECK_THAT(e.what(), Catch::Contains("checkpointer-test-lying: list: returned malformed JSON"));
+    CHECK_THAT(e.what(), Catch::Contains("is not an integer"));
+  }
+  Checkpointer not_array(plugin, R"({"list": {"step": 1}})");
+  CHECK_THAT(plugin_error_of([&] { not_array.list(); }).what(), Catch::Contains("(expected an array)"));
 }
