@@ -2,7 +2,6 @@
 // LyreError into a PluginError that names the plugin and the call.
 #include "plugin/checkpointer_handle.hpp"
 
-#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -11,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "plugin/error.hpp"
+#include "util/json_integer.hpp"
 
 namespace lyre {
 namespace {
@@ -122,11 +122,9 @@ std::vector<CheckpointEntry> Checkpointer::list() {
     const nlohmann::json j = nlohmann::json::parse(args.json);
     if (!j.is_array()) throw std::runtime_error("expected an array");
     for (const auto& e : j) {
-      const auto& step = e.at("step");
-      // Checked first: get<int64_t> of a float out of range is undefined behaviour, not an error.
-      if (!step.is_number_integer() || (step.is_number_unsigned() && step.get<uint64_t>() > uint64_t(INT64_MAX)))
-        throw std::runtime_error("\"step\" " + step.dump() + " is not an integer");
-      out.push_back({step.get<int64_t>(), e.at("path").get<std::string>()});
+      const std::optional<int64_t> step = json_int64(e.at("step"));
+      if (!step) throw std::runtime_error("\"step\" " + e.at("step").dump() + " is not an integer");
+      out.push_back({*step, e.at("path").get<std::string>()});
     }
   } catch (const std::exception& e) {
     throw PluginError(LYRE_ERROR_INTERNAL, context + "returned malformed JSON (" + e.what() + "): " + args.json);

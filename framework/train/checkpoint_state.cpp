@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "io/checkpoint_layout.hpp"
+#include "util/json_integer.hpp"
 
 namespace lyre {
 namespace {
@@ -31,13 +32,12 @@ json step_json(const StepRecord& r) {
           {"positions", r.positions}, {"samples", r.samples}, {"step_seconds", r.step_seconds}};
 }
 
-// Fields of trainer_state.json, type-checked before conversion: a float where an integer belongs
-// (3e20 as a step) would be undefined behaviour in get<int64_t>, not an error.
+// Fields of trainer_state.json, type-checked before conversion (an edited file may hold 3e20).
 int64_t integer_field(const json& j, const char* key) {
   const json& v = j.at(key);
-  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
-    throw json::type_error::create(302, std::string("\"") + key + "\" is " + v.dump() + ", not an integer", &v);
-  return v.get<int64_t>();
+  const std::optional<int64_t> n = json_int64(v);
+  if (!n) throw json::type_error::create(302, std::string("\"") + key + "\" is " + v.dump() + ", not an integer", &v);
+  return *n;
 }
 
 double number_field(const json& j, const char* key) {

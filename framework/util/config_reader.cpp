@@ -1,4 +1,5 @@
 #include "util/config_reader.hpp"
+#include "util/json_integer.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -106,10 +107,10 @@ std::optional<int64_t> ConfigReader::get_optional_int(const std::string& key, in
   if (!whole) fail(key, "must be an integer, got " + type_name(*v));
   // Out of int64 range (1e30, or an unsigned above 2^63) is refused before any conversion,
   // which would be undefined behaviour for a double.
-  const bool in_range = v->is_number_float() ? std::fabs(v->get<double>()) < 9.2e18
-                                             : !v->is_number_unsigned() || v->get<uint64_t>() <= uint64_t(INT64_MAX);
-  if (!in_range) fail(key, "is " + v->dump() + ", too large for an integer");
-  int64_t i = v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>();
+  std::optional<int64_t> n = json_int64(*v);
+  if (v->is_number_float() && std::fabs(v->get<double>()) < 9.2e18) n = static_cast<int64_t>(v->get<double>());  // 1e3
+  if (!n) fail(key, "is " + v->dump() + ", too large for an integer");
+  const int64_t i = *n;
   if (i < min) fail(key, "must be at least " + std::to_string(min) + ", got " + std::to_string(i));
   return i;
 }

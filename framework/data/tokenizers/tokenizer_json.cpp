@@ -6,6 +6,7 @@
 
 #include "data/tokenizers/bpe_tokenizer.hpp"
 #include "data/tokenizers/loaders.hpp"
+#include "util/json_integer.hpp"
 
 namespace lyre::tok {
 
@@ -37,21 +38,20 @@ struct Parser {
     if (!it->is_string()) fail(std::string("\"") + key + "\" is not a string");
     return it->get<std::string>();
   }
-  // A token id: an integer in [0, kMaxId). Checked before conversion, since converting a
-  // float such as 3e20 to an integer is undefined behaviour, not an error.
+  // A token id: an integer in [0, kMaxId).
   int32_t token_id(const json& v, const std::string& what) const {
     if (!v.is_number_integer()) fail(what + " has a non-integer id " + v.dump());
-    const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxId) ? kMaxId : v.get<int64_t>();
-    if (id < 0 || id >= kMaxId) fail(what + " has id " + v.dump() + ", out of range");
-    return static_cast<int32_t>(id);
+    const std::optional<int64_t> id = json_int64(v);
+    if (!id || *id < 0 || *id >= kMaxId) fail(what + " has id " + v.dump() + ", out of range");
+    return static_cast<int32_t>(*id);
   }
   // An optional small non-negative integer (decoder Strip's start/stop), 0 when absent.
   int small_count(const json& j, const char* key) const {
     const auto it = j.find(key);
     if (it == j.end() || it->is_null()) return 0;
-    if (!it->is_number_integer() || (!it->is_number_unsigned() && it->get<int64_t>() < 0) || it->get<uint64_t>() > 1024)
-      fail(std::string("\"") + key + "\" is " + it->dump() + ", not an integer in [0, 1024]");
-    return static_cast<int>(it->get<int64_t>());
+    const std::optional<int64_t> n = json_int64(*it);
+    if (!n || *n < 0 || *n > 1024) fail(std::string("\"") + key + "\" is " + it->dump() + ", not an integer in [0, 1024]");
+    return static_cast<int>(*n);
   }
   bool flag(const json& j, const char* key, bool fallback) const {
     const auto it = j.find(key);
